@@ -1,0 +1,38 @@
+"""Stratified train/valid split and the labeled/unlabeled index of the train split."""
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+
+def split_train_valid(labels: np.ndarray, valid_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted int64 indices of a stratified train/valid split of `labels`."""
+    train, valid = train_test_split(
+        np.arange(len(labels)), test_size=valid_frac, stratify=labels, random_state=seed
+    )
+    return np.sort(train).astype(np.int64), np.sort(valid).astype(np.int64)
+
+
+def labeled_index(train_idx: np.ndarray, labels: np.ndarray, labeled_frac: float, seed: int,
+                  classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Split `train_idx` into sorted (labeled, unlabeled) indices, stratified per class.
+
+    Each class with n training images keeps round(labeled_frac * n) labels, drawn at random
+    from `seed`; a class left with none is an error (the model could never learn it).
+    """
+    rng = np.random.default_rng(seed)
+    y = labels[train_idx]
+    present, counts = np.unique(y, return_counts=True)
+    labeled, starved = [], []
+    for c in present:
+        members = train_idx[y == c]
+        k = round(labeled_frac * len(members))
+        if k == 0:
+            starved.append(classes[c])
+        labeled.append(rng.permutation(members)[:k])
+    if starved:
+        raise ValueError(
+            f"labeled_frac={labeled_frac} leaves no label for class(es) {', '.join(starved)}; "
+            f"raise labeled_frac to at least {1 / counts.min():.2g}"
+        )
+    labeled = np.sort(np.concatenate(labeled)).astype(np.int64)
+    unlabeled = np.setdiff1d(train_idx, labeled).astype(np.int64)
+    return labeled, unlabeled
