@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Stages call `python`: put the venv first on PATH so dvc runs them with it.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: run test setup
 run: $(STAMP)
@@ -17,5 +19,6 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	# grep drops pip's notes about this machine's absent local package mirrors; pipefail keeps pip's exit status.
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@

@@ -6,8 +6,10 @@ crafted pickle cannot run code.
 """
 import gzip
 import io
+import math
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
     try:
         with (gzip.open if gzipped else open)(path, "rb") as f:
             return f.read()
-    except (EOFError, gzip.BadGzipFile, OSError) as err:
+    except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as err:  # zlib.error: damaged deflate data
         raise FormatError(f"{path}: corrupt or truncated gzip stream ({err}); delete it and rerun download") from err
 
 
@@ -43,7 +45,7 @@ def parse_idx(path: Path, expected_magic: int) -> np.ndarray:
     if len(data) < header:
         raise FormatError(f"{path}: truncated idx header ({len(data)} bytes, need {header})")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # exact: np.prod would wrap around int64 on crafted dims
     if len(data) != expected:
         raise FormatError(f"{path}: idx dims {dims} need {expected} bytes, file has {len(data)} (truncated or padded)")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
@@ -120,7 +122,7 @@ def read_tar_members(archive: Path, wanted: set[str]) -> dict[str, bytes]:
                 if member.isfile() and member.name in wanted:
                     with tar.extractfile(member) as f:
                         out[member.name] = f.read()
-    except (tarfile.TarError, EOFError, OSError) as err:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:  # zlib.error: damaged inside a member
         raise FormatError(f"{archive}: corrupt or truncated tar.gz ({err}); delete it and rerun download") from err
     missing = sorted(wanted - set(out))
     if missing:

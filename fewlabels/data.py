@@ -1,0 +1,122 @@
+"""Datasets, the pure-batch sampler and the collate function.
+
+Every batch is entirely labeled or entirely unlabeled. The training set is held as one uint8
+tensor (on the CPU or the GPU) and fetched a whole batch at a time by tensor indexing, so no
+per-sample Python runs in the training loop. The labels of unlabeled indices are never stored
+in the training dataset, so no code downstream can read them.
+"""
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+UNLABELED = -1  # stored in place of the label of an unlabeled index
+
+
+class IndexBatch(NamedTuple):
+    indices: torch.Tensor  # int64 positions into the dataset
+    labeled: bool
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor               # uint8 images [B, C, H, W]
+    y: torch.Tensor | None        # int64 labels [B]; None for an unlabeled batch
+
+    @property
+    def labeled(self) -> bool:
+        return self.y is not None
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for (seed, epoch) pairs that never collide as seed + epoch would."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def spread(n_labeled: int, n_unlabeled: int) -> list[bool]:
+    """Order of labeled (True) and unlabeled (False) batches, evenly interleaved.
+
+    Batch i of k sits at position (i + 0.5) / k on [0, 1]; merging by position spreads each kind
+    evenly through the epoch instead of running all labeled batches first.
+    """
+    keys = [((i + 0.5) / n_labeled, True) for i in range(n_labeled)]
+    keys += [((j + 0.5) / n_unlabeled, False) for j in range(n_unlabeled)]
+    return [labeled for _, labeled in sorted(keys, key=lambda k: k[0])]
+
+
+class PureBatchSampler(Sampler[IndexBatch]):
+    """Yields IndexBatch(indices, labeled): each batch all labeled or all unlabeled.
+
+    Per epoch every labeled and every unlabeled index appears exactly once. There is no
+    drop_last: the last labeled and the last unlabeled batch may be smaller than batch_size,
+    so no image is skipped. Call set_epoch(e) before iterating: the order is reshuffled from
+    (seed, epoch), so the same seed gives the same batches on every machine.
+    `unlabeled_batch_size` defaults to batch_size. Indices are moved to `device` once per epoch.
+    """
+
+    def __init__(self, labeled, unlabeled, batch_size: int, seed: int,
+                 unlabeled_batch_size: int | None = None, device: str | torch.device = "cpu"):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.labeled = torch.as_tensor(np.asarray(labeled), dtype=torch.int64)
+        self.unlabeled = torch.as_tensor(np.asarray(unlabeled), dtype=torch.int64)
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size or batch_size
+        self.seed, self.epoch, self.device = seed, 0, device
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def n_batches(self, labeled: bool) -> int:
+        n, size = (len(self.labeled), self.batch_size) if labeled else (len(self.unlabeled), self.unlabeled_batch_size)
+        return -(-n // size)  # ceil: the last batch may be partial
+
+    def __len__(self) -> int:
+        return self.n_batches(True) + self.n_batches(False)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        chunks = {
+            True: self.labeled[torch.randperm(len(self.labeled), generator=gen)].split(self.batch_size),
+            False: self.unlabeled[torch.randperm(len(self.unlabeled), generator=gen)].split(self.unlabeled_batch_size),
+        }
+        order = spread(len(chunks[True]), len(chunks[False]))
+        taken = {True: iter(chunks[True]), False: iter(chunks[False])}
+        batches = [next(taken[labeled]) for labeled in order]
+        if not batches:
+            return
+        # One host-to-device copy per epoch instead of one per step.
+        flat = torch.cat(batches).to(self.device, non_blocking=True)
+        for labeled, indices in zip(order, flat.split([len(b) for b in batches])):
+            yield IndexBatch(indices, labeled)
+
+
+def mask_labels(labels, labeled) -> torch.Tensor:
+    """A copy of `labels` where every index not in `labeled` holds UNLABELED instead of its label."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    masked = torch.full_like(labels, UNLABELED)
+    keep = torch.as_tensor(np.asarray(labeled), dtype=torch.int64)
+    masked[keep] = labels[keep]
+    return masked
+
+
+class InMemoryImages(Dataset):
+    """uint8 images [N, C, H, W] and labels [N] held as tensors; fetched a batch at a time."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, batch: IndexBatch):
+        """Called by DataLoader with each IndexBatch from the batch sampler."""
+        return self.images[batch.indices], self.labels[batch.indices], batch.labeled
+
+
+def collate_pure(fetched) -> Batch:
+    """Turn a fetched (images, labels, labeled) triple into a Batch; unlabeled batches carry no labels."""
+    images, labels, labeled = fetched
+    return Batch(images, labels if labeled else None)

@@ -1,0 +1,198 @@
+"""The training engine: fit a model on pure labeled/unlabeled batches and evaluate it.
+
+Images stay uint8 until the step: normalisation happens per batch on the training device.
+Loss and accuracy accumulate on the device, so the hot loop never waits for the host.
+"""
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fewlabels.data import Batch, InMemoryImages, PureBatchSampler, collate_pure
+
+EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so larger is fine
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 10
+    scheduler: str = "none"
+    step_milestones: tuple[int, ...] = (5, 8)
+    patience: int = 5
+    select_metric: str = "valid_acc"
+    label_smoothing: float = 0.0
+    device: str = "auto"
+    amp: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when a GPU is visible; 'cuda' without one is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but torch sees no CUDA GPU; set train.device to auto or cpu")
+    return torch.device(name)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] on the [0, 1] scale (labels not used)."""
+    x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    return x.mean(1).tolist(), x.std(1).tolist()
+
+
+class Normalize(torch.nn.Module):
+    """uint8 images -> float, scaled to [0, 1], then standardised per channel."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255)
+
+    def forward(self, x):
+        return (x.float() - self.mean) / self.std
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def predict(model, normalize, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
+    """Float32 logits for uint8 images, in eval mode, EVAL_BATCH at a time."""
+    model.eval()
+    out = []
+    for chunk in images.split(EVAL_BATCH):
+        with _autocast(device, amp):
+            out.append(model(normalize(chunk.to(device, non_blocking=True))).float())
+    return torch.cat(out)
+
+
+def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+def _optimizer(model, cfg: TrainConfig):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
+    """Returns (scheduler, when it steps: 'batch' | 'epoch' | 'valid_loss' | None)."""
+    if cfg.scheduler == "step":  # the notebooks: divide the learning rate by 10 at chosen epochs
+        return torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.step_milestones), gamma=0.1), "epoch"
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=max(1, cfg.patience // 2)), "valid_loss"
+    if cfg.scheduler == "onecycle":
+        total = cfg.epochs * max(1, steps_per_epoch)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total), "batch"
+    return None, None
+
+
+def skip_unlabeled(model, normalize, batch: Batch) -> torch.Tensor | None:
+    """ssl.method 'skip': unlabeled batches teach nothing (the notebooks' behaviour).
+
+    The seam for semi-supervised objectives: return a loss for the unlabeled batch to train on it.
+    """
+    return None
+
+
+UNLABELED_OBJECTIVES = {"skip": skip_unlabeled}
+
+
+def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, valid_labels,
+        cfg: TrainConfig, seed: int, ssl_method: str = "skip", log_epoch=None) -> dict:
+    """Train `model`; return the best state_dict (by cfg.select_metric) and the per-epoch history.
+
+    train_labels must already be masked (fewlabels.data.mask_labels): the engine never sees the
+    label of an unlabeled index. `log_epoch(row)` is called with each epoch's metrics.
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    model = model.to(device)
+    mean, std = channel_stats(train_images)
+    normalize = Normalize(mean, std).to(device)
+    dataset = InMemoryImages(train_images.to(device), train_labels.to(device))
+    sampler = PureBatchSampler(labeled, unlabeled, cfg.batch_size, seed, device=device)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure)
+    unlabeled_loss = UNLABELED_OBJECTIVES[ssl_method]
+    opt = _optimizer(model, cfg)
+    sched, sched_when = _scheduler(opt, cfg, sampler.n_batches(True))
+    valid_labels = valid_labels.to(device)
+
+    history, best, best_score, stale, seen, train_seconds = [], None, None, 0, 0, 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        n_epoch = 0
+        start = time.perf_counter()
+        for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0):
+            if batch.labeled:
+                with _autocast(device, cfg.amp):
+                    logits = model(normalize(batch.x))
+                loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
+                loss_sum += loss.detach() * len(batch.y)
+                correct += (logits.argmax(1) == batch.y).sum()
+                n_epoch += len(batch.y)
+            else:
+                loss = unlabeled_loss(model, normalize, batch)
+                if loss is None:
+                    continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched_when == "batch" and batch.labeled:
+                sched.step()
+        train_loss, train_acc = (loss_sum / max(n_epoch, 1)).item(), correct.item() / max(n_epoch, 1)
+        epoch_seconds = time.perf_counter() - start  # .item() above waited for the device
+        train_seconds += epoch_seconds
+        seen += n_epoch
+        valid_loss, valid_acc = loss_and_accuracy(predict(model, normalize, valid_images, device, cfg.amp), valid_labels)
+        lr = opt.param_groups[0]["lr"]
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
+               "valid_acc": valid_acc, "lr": lr, "seconds": epoch_seconds}
+        history.append(row)
+        print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+              f"valid loss {valid_loss:.4f} acc {valid_acc:.4f}  lr {lr:.2e}  {epoch_seconds:.1f}s  ({device.type})",
+              flush=True)
+        if log_epoch:
+            log_epoch(row)
+        if sched_when == "epoch":
+            sched.step()
+        elif sched_when == "valid_loss":
+            sched.step(valid_loss)
+
+        score = valid_acc if cfg.select_metric == "valid_acc" else -valid_loss
+        if best_score is None or score > best_score:
+            best_score, best = score, {"epoch": epoch, "state_dict": copy.deepcopy(model.state_dict())}
+        # Early stopping watches valid loss whatever metric picks the checkpoint.
+        if valid_loss <= min(r["valid_loss"] for r in history):
+            stale = 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                print(f"early stop: valid loss has not improved for {cfg.patience} epochs")
+                break
+
+    return {
+        "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()},
+        "best_epoch": best["epoch"],
+        "history": history,
+        "epochs_run": len(history),
+        "train_seconds": train_seconds,
+        "images_per_s": seen / train_seconds if train_seconds else 0.0,
+        "device": str(device),
+        "mean": mean,
+        "std": std,
+    }
