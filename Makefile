@@ -8,8 +8,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup
-run: $(STAMP)
+.PHONY: run test setup fashion-mnist
+run: $(STAMP) fashion-mnist
 	dvc repro
 
 test: $(STAMP)
@@ -22,3 +22,9 @@ $(STAMP): pyproject.toml requirements.lock
 	# grep drops pip's notes about this machine's absent local package mirrors; pipefail keeps pip's exit status.
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
+
+# Debian's offline copy of Fashion-MNIST, the default pipeline's first mirror. Installed when missing
+# on a Debian host where we are root; elsewhere the download stage falls back to the upstream mirror.
+fashion-mnist:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; fi

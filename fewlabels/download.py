@@ -1,9 +1,12 @@
 """Fetch files from an ordered list of mirrors, verifying each against a digest before keeping it."""
 import gzip
 import hashlib
+import http.client
+import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,7 +32,7 @@ def file_digest(path: Path, digest: str) -> str:
         with opener(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 h.update(chunk)
-    except (OSError, EOFError) as err:  # not gzip, or a truncated gzip stream
+    except (OSError, EOFError, zlib.error) as err:  # not gzip, a truncated or a damaged gzip stream
         return f"{algo}:unreadable ({err})"
     return f"{algo}:{h.hexdigest()}"
 
@@ -41,6 +44,12 @@ def _stream(url: str, dest: Path, timeout_s: float) -> None:
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))
+
+
+def _failed(failures: list[str], message: str) -> None:
+    """Record a failed attempt and report it now, so a bad mirror is visible even when a later one works."""
+    failures.append(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def fetch(name: str, mirrors: list[str], digest: str, dest: Path, timeout_s: float = 30, retries: int = 2) -> str:
@@ -55,8 +64,9 @@ def fetch(name: str, mirrors: list[str], digest: str, dest: Path, timeout_s: flo
         for attempt in range(retries + 1):
             try:
                 _stream(url, dest, timeout_s)
-            except (urllib.error.URLError, OSError) as err:  # HTTPError, timeouts, refused, missing file
-                failures.append(f"{url}: {err}")
+            # HTTPError, timeouts, refused, missing file; HTTPException: not HTTP, or cut off mid-transfer
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+                _failed(failures, f"{url}: {err}")
                 permanent = isinstance(err, urllib.error.HTTPError) and err.code < 500  # 404: retrying won't help
                 if permanent:
                     break
@@ -66,7 +76,7 @@ def fetch(name: str, mirrors: list[str], digest: str, dest: Path, timeout_s: flo
             actual = file_digest(dest, digest)
             if actual == digest:
                 return url
-            failures.append(f"{url}: digest mismatch, expected {digest}, got {actual}")
+            _failed(failures, f"{url}: digest mismatch, expected {digest}, got {actual}")
             break
     dest.unlink(missing_ok=True)
     raise DownloadError(f"could not fetch {name} from any mirror:\n  " + "\n  ".join(failures))

@@ -6,7 +6,7 @@ import numpy as np
 
 from fewlabels.atomic import save_npy
 from fewlabels.splits import split_train_valid
-from stages._common import load_params
+from stages._common import clear_errors, load_params
 
 
 def main() -> None:
@@ -17,7 +17,8 @@ def main() -> None:
     p = load_params()
     with np.load(args.prepared) as d:
         labels = d["y_train"]
-    train, valid = split_train_valid(labels, p["split"]["valid_frac"], p["seed"])
+    with clear_errors(ValueError):  # e.g. a class with a single image cannot be stratified
+        train, valid = split_train_valid(labels, p["split"]["valid_frac"], p["seed"])
     save_npy(args.out / "train.npy", train)
     save_npy(args.out / "valid.npy", valid)
     print(f"split: {len(train)} train, {len(valid)} valid")

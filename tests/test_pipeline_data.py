@@ -1,0 +1,144 @@
+"""End to end: the data stages under `dvc repro` / `dvc exp run`, and the real Fashion-MNIST files."""
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import fakes
+from fewlabels.datasets import DATASETS
+from fewlabels.download import file_digest
+from fewlabels.formats import load_idx_dataset
+from fewlabels.splits import labeled_index, split_train_valid
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+REAL = Path("/usr/share/datasets/fashion-mnist")
+DATA_STAGES = ["download", "unpack", "split", "index"]
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    """Run a command in the temporary repo; return its combined output, failing the test on error."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # stages must import the copy
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` = this venv
+    env["DVC_NO_ANALYTICS"] = "1"
+    result = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}"
+    return result.stdout
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def _skipped(output: str) -> list[str]:
+    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A fresh git + DVC repo holding a copy of the pipeline, pointed at a fake Fashion-MNIST."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("fewlabels", "stages"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, repo / name)
+    _run(["git", "init", "-q"], repo)
+    for key, value in (("user.name", "test"), ("user.email", "test@example.com"), ("commit.gpgsign", "false")):
+        _run(["git", "config", key, value], repo)
+    _run(["dvc", "init", "-q"], repo)
+    mirror = tmp_path / "mirror"
+    arrays = fakes.make_idx_dataset(mirror, n_train=200, n_test=50)
+    return repo, mirror, arrays
+
+
+def _point_params_at(repo: Path, url: str, mirror: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["dataset"] = "fashion_mnist"
+    params["labeled_frac"] = 1.0
+    params["data"]["sources"]["fashion_mnist"] = [url]
+    params["data"]["digests"]["fashion_mnist"] = fakes.digests_for(mirror)
+    params["data"]["retries"] = 0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _check_outputs(repo: Path, arrays: dict, labeled_frac: float) -> None:
+    """Every data output holds what it should, given the fake data the mirror served."""
+    with np.load(repo / "data/prepared/fashion_mnist.npz") as d:
+        np.testing.assert_array_equal(d["x_train"][:, 0], arrays["x_train"])
+        np.testing.assert_array_equal(d["y_test"], arrays["y_test"])
+        assert tuple(d["classes"]) == DATASETS["fashion_mnist"].classes
+        labels = d["y_train"]
+    train, valid = (np.load(repo / f"data/split/{n}.npy") for n in ("train", "valid"))
+    assert np.intersect1d(train, valid).size == 0
+    np.testing.assert_array_equal(np.union1d(train, valid), np.arange(len(arrays["y_train"])))
+    labeled, unlabeled = (np.load(repo / f"data/index/{n}.npy") for n in ("labeled", "unlabeled"))
+    assert np.intersect1d(labeled, unlabeled).size == 0
+    np.testing.assert_array_equal(np.union1d(labeled, unlabeled), train)
+    for c in range(10):
+        assert np.sum(labels[labeled] == c) == round(labeled_frac * np.sum(labels[train] == c))
+
+
+def test_data_stages_under_dvc(project):
+    repo, mirror, arrays = project
+    with fakes.serve(mirror) as url:
+        _point_params_at(repo, url, mirror)
+        first = _run(["dvc", "repro", "index"], repo)
+        assert _ran(first) == DATA_STAGES
+        _check_outputs(repo, arrays, labeled_frac=1.0)
+        assert np.load(repo / "data/index/unlabeled.npy").size == 0
+
+        # Nothing changed: a second repro must not run anything.
+        again = _run(["dvc", "repro", "index"], repo)
+        assert _ran(again) == [] and sorted(_skipped(again)) == sorted(DATA_STAGES)
+
+    # The mirror is gone from here on: a stage that tried to download would fail.
+    train_bytes = (repo / "data/split/train.npy").read_bytes()
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-q", "-m", "data stages"], repo)  # dvc exp run needs a commit to start from
+    exp = _run(["dvc", "exp", "run", "-S", "labeled_frac=0.5", "index"], repo)
+    # labeled_frac is a param of index only: the upstream stages are skipped, not rerun.
+    assert _ran(exp) == ["index"]
+    assert sorted(_skipped(exp)) == ["download", "split", "unpack"]
+    assert (repo / "data/split/train.npy").read_bytes() == train_bytes
+    _check_outputs(repo, arrays, labeled_frac=0.5)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status", "index"], repo)
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"no real Fashion-MNIST at {REAL}")
+def test_real_fashion_mnist_parses_like_torchvision(tmp_path):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    files = DATASETS["fashion_mnist"].files
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, digest in params["data"]["digests"]["fashion_mnist"].items():
+        assert file_digest(REAL / name, digest) == digest, f"params.yaml digest of {name} does not match {REAL}"
+
+    ours = load_idx_dataset(REAL, files)
+    for split, n in (("train", 60000), ("test", 10000)):
+        plain = {}
+        for kind in ("images", "labels"):
+            plain[kind] = tmp_path / files[f"{split}_{kind}"].removesuffix(".gz")
+            with gzip.open(REAL / files[f"{split}_{kind}"]) as src, open(plain[kind], "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        assert ours[f"x_{split}"].shape == (n, 1, 28, 28)
+        np.testing.assert_array_equal(ours[f"x_{split}"][:, 0], read_image_file(str(plain["images"])).numpy())
+        np.testing.assert_array_equal(ours[f"y_{split}"], read_label_file(str(plain["labels"])).numpy())
+
+    # The real split with the repo's settings: stratified to within one image per class.
+    labels, valid_frac = ours["y_train"], params["split"]["valid_frac"]
+    train, valid = split_train_valid(labels, valid_frac, params["seed"])
+    for c in range(10):
+        n_c = np.sum(labels == c)
+        assert abs(np.sum(labels[valid] == c) - valid_frac * n_c) <= 1
+    labeled, _ = labeled_index(train, labels, 0.01, params["seed"], DATASETS["fashion_mnist"].classes)
+    assert len(labeled) == sum(round(0.01 * np.sum(labels[train] == c)) for c in range(10))

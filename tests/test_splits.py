@@ -1,0 +1,84 @@
+"""Stratified train/valid split and the labeled/unlabeled index (fewlabels.splits)."""
+import numpy as np
+import pytest
+
+from fewlabels.atomic import save_npy
+from fewlabels.splits import labeled_index, split_train_valid
+
+CLASSES = tuple(f"class{c}" for c in range(10))
+
+
+def _labels(seed: int = 0) -> np.ndarray:
+    """Imbalanced labels (class c has 20 + 7c members), shuffled: rounding differs per class."""
+    counts = 20 + 7 * np.arange(10)
+    return np.random.default_rng(seed).permutation(np.repeat(np.arange(10), counts))
+
+
+@pytest.mark.parametrize("valid_frac", [0.1, 0.25, 0.5])
+def test_split_is_stratified_disjoint_and_complete(valid_frac):
+    labels = _labels()
+    train, valid = split_train_valid(labels, valid_frac, seed=0)
+    assert train.dtype == valid.dtype == np.int64
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(valid) > 0)  # sorted, no repeats
+    assert np.intersect1d(train, valid).size == 0
+    np.testing.assert_array_equal(np.union1d(train, valid), np.arange(len(labels)))
+    for c in range(10):
+        n_c = np.sum(labels == c)
+        assert abs(np.sum(labels[valid] == c) - valid_frac * n_c) <= 1, f"class {c}"
+        assert abs(np.sum(labels[train] == c) - (1 - valid_frac) * n_c) <= 1, f"class {c}"
+
+
+def test_split_depends_on_seed_only():
+    labels = _labels()
+    a, b = split_train_valid(labels, 0.2, seed=3), split_train_valid(labels, 0.2, seed=3)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], split_train_valid(labels, 0.2, seed=4)[1])
+
+
+@pytest.fixture
+def train_split():
+    labels = _labels()
+    return labels, split_train_valid(labels, 0.1, seed=0)[0]
+
+
+@pytest.mark.parametrize("frac", [0.05, 0.1, 0.33, 0.5, 0.9])
+def test_index_partitions_the_train_split_per_class(train_split, frac):
+    labels, train = train_split
+    labeled, unlabeled = labeled_index(train, labels, frac, seed=0, classes=CLASSES)
+    assert labeled.dtype == unlabeled.dtype == np.int64
+    assert np.intersect1d(labeled, unlabeled).size == 0
+    np.testing.assert_array_equal(np.union1d(labeled, unlabeled), train)  # nothing from valid, nothing lost
+    assert len(labeled) + len(unlabeled) == len(train)  # no index twice
+    for c in range(10):
+        n_c = np.sum(labels[train] == c)
+        assert np.sum(labels[labeled] == c) == round(frac * n_c), f"class {c}"
+
+
+def test_index_full_fraction_labels_everything(train_split):
+    labels, train = train_split
+    labeled, unlabeled = labeled_index(train, labels, 1.0, seed=0, classes=CLASSES)
+    np.testing.assert_array_equal(labeled, train)
+    assert unlabeled.size == 0 and unlabeled.dtype == np.int64
+
+
+def test_index_too_small_fraction_names_the_starved_class(train_split):
+    labels, train = train_split
+    # class0 has the fewest training images (18): 0.02 * 18 rounds to 0 labels, class9 keeps 1.
+    with pytest.raises(ValueError, match=r"no label for class\(es\) class0\b") as err:
+        labeled_index(train, labels, 0.02, seed=0, classes=CLASSES)
+    assert "class9" not in str(err.value)
+    suggested = float(str(err.value).rsplit(" ", 1)[-1])
+    labeled_index(train, labels, suggested, seed=0, classes=CLASSES)  # the suggested fraction works
+
+
+def test_index_same_seed_same_bytes_different_seed_different(train_split, tmp_path):
+    labels, train = train_split
+    runs = {name: labeled_index(train, labels, 0.3, seed=seed, classes=CLASSES)
+            for name, seed in (("a", 7), ("b", 7), ("c", 8))}
+    for name, (labeled, _) in runs.items():
+        save_npy(tmp_path / f"{name}.npy", labeled)
+    # DVC hashes the file: a rerun with the same params must produce the very same bytes.
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    np.testing.assert_array_equal(runs["a"][1], runs["b"][1])
+    assert not np.array_equal(runs["a"][0], runs["c"][0])
+    assert len(runs["a"][0]) == len(runs["c"][0])  # the seed changes which, not how many
