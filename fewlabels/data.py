@@ -5,6 +5,7 @@ tensor (on the CPU or the GPU) and fetched a whole batch at a time by tensor ind
 per-sample Python runs in the training loop. The labels of unlabeled indices are never stored
 in the training dataset, so no code downstream can read them.
 """
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -44,32 +45,54 @@ def spread(n_labeled: int, n_unlabeled: int) -> list[bool]:
     return [labeled for _, labeled in sorted(keys, key=lambda k: k[0])]
 
 
+def _chunks(indices: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """`indices` in batches of `size`; a lone leftover index joins the batch before it."""
+    chunks = [c for c in indices.split(size) if len(c)]  # split() of an empty tensor gives one empty chunk
+    if size > 1 and len(chunks) > 1 and len(chunks[-1]) == 1:  # (batch_size 1 asks for one-image batches)
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks
+
+
 class PureBatchSampler(Sampler[IndexBatch]):
     """Yields IndexBatch(indices, labeled): each batch all labeled or all unlabeled.
 
     Per epoch every labeled and every unlabeled index appears exactly once. There is no
     drop_last: the last labeled and the last unlabeled batch may be smaller than batch_size,
-    so no image is skipped. Call set_epoch(e) before iterating: the order is reshuffled from
-    (seed, epoch), so the same seed gives the same batches on every machine.
-    `unlabeled_batch_size` defaults to batch_size. Indices are moved to `device` once per epoch.
+    so no image is skipped. A single leftover image joins the batch before it instead (that
+    batch holds batch_size + 1): a one-image batch breaks batch norm in training mode.
+    Call set_epoch(e) before iterating: the order is reshuffled from (seed, epoch), so the
+    same seed gives the same batches on every machine.
+    `unlabeled_batch_size` defaults to batch_size. `unlabeled_per_labeled` caps the unlabeled
+    batches of an epoch at that many per labeled batch (a fresh random subset each epoch);
+    None keeps them all. Indices are moved to `device` once per epoch.
     """
 
     def __init__(self, labeled, unlabeled, batch_size: int, seed: int,
-                 unlabeled_batch_size: int | None = None, device: str | torch.device = "cpu"):
+                 unlabeled_batch_size: int | None = None, device: str | torch.device = "cpu",
+                 unlabeled_per_labeled: float | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.labeled = torch.as_tensor(np.asarray(labeled), dtype=torch.int64)
         self.unlabeled = torch.as_tensor(np.asarray(unlabeled), dtype=torch.int64)
         self.batch_size = batch_size
         self.unlabeled_batch_size = unlabeled_batch_size or batch_size
+        self.unlabeled_per_labeled = unlabeled_per_labeled
         self.seed, self.epoch, self.device = seed, 0, device
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def n_batches(self, labeled: bool) -> int:
+    def _all_batches(self, labeled: bool) -> int:
         n, size = (len(self.labeled), self.batch_size) if labeled else (len(self.unlabeled), self.unlabeled_batch_size)
-        return -(-n // size)  # ceil: the last batch may be partial
+        full, rest = divmod(n, size)
+        return full + (rest > 0) - (rest == 1 and full > 0)  # the last batch may be partial; a lone image is folded in
+
+    def n_batches(self, labeled: bool) -> int:
+        """Batches of that kind per epoch."""
+        n = self._all_batches(labeled)
+        if labeled or self.unlabeled_per_labeled is None:
+            return n
+        return min(n, math.ceil(self.unlabeled_per_labeled * self._all_batches(True)))
 
     def __len__(self) -> int:
         return self.n_batches(True) + self.n_batches(False)
@@ -77,8 +100,9 @@ class PureBatchSampler(Sampler[IndexBatch]):
     def __iter__(self):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         chunks = {
-            True: self.labeled[torch.randperm(len(self.labeled), generator=gen)].split(self.batch_size),
-            False: self.unlabeled[torch.randperm(len(self.unlabeled), generator=gen)].split(self.unlabeled_batch_size),
+            True: _chunks(self.labeled[torch.randperm(len(self.labeled), generator=gen)], self.batch_size),
+            False: _chunks(self.unlabeled[torch.randperm(len(self.unlabeled), generator=gen)],
+                           self.unlabeled_batch_size)[:self.n_batches(False)],
         }
         order = spread(len(chunks[True]), len(chunks[False]))
         taken = {True: iter(chunks[True]), False: iter(chunks[False])}

@@ -5,13 +5,14 @@ Loss and accuracy accumulate on the device, so the hot loop never waits for the 
 """
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from fewlabels import augment
 from fewlabels.data import Batch, InMemoryImages, PureBatchSampler, collate_pure
 
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so larger is fine
@@ -32,6 +33,23 @@ class TrainConfig:
     label_smoothing: float = 0.0
     device: str = "auto"
     amp: bool = True
+    augment: str = "none"        # a policy in fewlabels.augment.POLICIES, applied to labeled batches
+    channels_last: bool = False  # NHWC memory layout: faster convolutions on some CPUs and GPUs
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """What unlabeled batches do (params.yaml `ssl:`)."""
+    method: str = "skip"            # skip | pseudo_label | fixmatch
+    threshold: float = 0.95         # minimum confidence for a prediction to become a pseudo-label
+    weight: float = 1.0             # unlabeled loss weight, relative to the labeled cross-entropy
+    warmup_epochs: int = 0          # the weight ramps linearly from 0 over these epochs
+    unlabeled_ratio: float | None = None  # unlabeled batches per labeled batch each epoch; None: all of them
+
+
+def from_params(cls, section: dict):
+    """A TrainConfig or SSLConfig from its (validated) params.yaml section."""
+    return cls(**{f.name: section[f.name] for f in fields(cls)})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,19 +116,80 @@ def _scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     return None, None
 
 
-def skip_unlabeled(model, normalize, batch: Batch) -> torch.Tensor | None:
-    """ssl.method 'skip': unlabeled batches teach nothing (the notebooks' behaviour).
+def ramp(ssl: SSLConfig, epoch: int) -> float:
+    """Unlabeled loss weight at `epoch` (1-based): 0 at the start of warm-up, ssl.weight after it."""
+    if ssl.warmup_epochs == 0:
+        return ssl.weight
+    return ssl.weight * min(1.0, (epoch - 1) / ssl.warmup_epochs)
 
-    The seam for semi-supervised objectives: return a loss for the unlabeled batch to train on it.
-    """
+
+def skip_unlabeled(model, x, ssl: SSLConfig, weak) -> torch.Tensor | None:
+    """ssl.method 'skip': unlabeled batches teach nothing (the notebooks' behaviour)."""
     return None
 
 
-UNLABELED_OBJECTIVES = {"skip": skip_unlabeled}
+def _masked_ce(logits, targets, confidence, threshold):
+    """Cross-entropy on the confident predictions only, averaged over the whole batch (FixMatch's form)."""
+    keep = (confidence >= threshold).float()
+    return (F.cross_entropy(logits.float(), targets, reduction="none") * keep).mean()
+
+
+def pseudo_label(model, x, ssl: SSLConfig, weak) -> torch.Tensor:
+    """Train on the model's own confident predictions (hard labels) for the unlabeled batch."""
+    logits = model(weak(x))
+    confidence, targets = logits.detach().float().softmax(1).max(1)
+    return _masked_ce(logits, targets, confidence, ssl.threshold)
+
+
+def fixmatch(model, x, ssl: SSLConfig, weak) -> torch.Tensor:
+    """FixMatch: confident predictions on a weak view become targets for a strong view."""
+    with torch.no_grad():
+        confidence, targets = model(weak(x)).float().softmax(1).max(1)
+    return _masked_ce(model(augment.strong(x, weak)), targets, confidence, ssl.threshold)
+
+
+# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, weak augmentation) -> loss or None.
+# No objective ever receives labels: unlabeled batches carry none.
+UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "fixmatch": fixmatch}
+
+
+def _train_epoch(model, loader, prep, weak, opt, sched, sched_when, cfg: TrainConfig, ssl: SSLConfig,
+                 epoch: int, device) -> tuple[float, float, int]:
+    """One pass over the sampler's batches; returns (train loss, train accuracy, labeled images seen).
+
+    Loss and accuracy accumulate on the device: the only host synchronisation is at the end.
+    """
+    unlabeled_loss, unlabeled_weight = UNLABELED_OBJECTIVES[ssl.method], ramp(ssl, epoch)
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0):
+        if batch.labeled:
+            with _autocast(device, cfg.amp):
+                logits = model(weak(prep(batch.x)))
+            loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
+            loss_sum += loss.detach() * len(batch.y)
+            correct += (logits.argmax(1) == batch.y).sum()
+            seen += len(batch.y)
+        else:
+            if unlabeled_weight == 0:
+                continue
+            with _autocast(device, cfg.amp):
+                loss = unlabeled_loss(model, prep(batch.x), ssl, weak)
+            if loss is None:
+                continue
+            loss = unlabeled_weight * loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched_when == "batch" and batch.labeled:
+            sched.step()
+    return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1), seen
 
 
 def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, valid_labels,
-        cfg: TrainConfig, seed: int, ssl_method: str = "skip", log_epoch=None) -> dict:
+        cfg: TrainConfig, seed: int, ssl: SSLConfig = SSLConfig(), log_epoch=None) -> dict:
     """Train `model`; return the best state_dict (by cfg.select_metric) and the per-epoch history.
 
     train_labels must already be masked (fewlabels.data.mask_labels): the engine never sees the
@@ -118,13 +197,19 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
-    model = model.to(device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=layout)
     mean, std = channel_stats(train_images)
     normalize = Normalize(mean, std).to(device)
+
+    def prep(x):
+        return normalize(x).contiguous(memory_format=layout)
+
+    weak = augment.POLICIES[cfg.augment]
     dataset = InMemoryImages(train_images.to(device), train_labels.to(device))
-    sampler = PureBatchSampler(labeled, unlabeled, cfg.batch_size, seed, device=device)
+    sampler = PureBatchSampler(labeled, unlabeled, cfg.batch_size, seed, device=device,
+                               unlabeled_per_labeled=None if ssl.method == "skip" else ssl.unlabeled_ratio)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure)
-    unlabeled_loss = UNLABELED_OBJECTIVES[ssl_method]
     opt = _optimizer(model, cfg)
     sched, sched_when = _scheduler(opt, cfg, sampler.n_batches(True))
     valid_labels = valid_labels.to(device)
@@ -132,33 +217,12 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     history, best, best_score, stale, seen, train_seconds = [], None, None, 0, 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         sampler.set_epoch(epoch)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        n_epoch = 0
         start = time.perf_counter()
-        for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0):
-            if batch.labeled:
-                with _autocast(device, cfg.amp):
-                    logits = model(normalize(batch.x))
-                loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
-                loss_sum += loss.detach() * len(batch.y)
-                correct += (logits.argmax(1) == batch.y).sum()
-                n_epoch += len(batch.y)
-            else:
-                loss = unlabeled_loss(model, normalize, batch)
-                if loss is None:
-                    continue
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched_when == "batch" and batch.labeled:
-                sched.step()
-        train_loss, train_acc = (loss_sum / max(n_epoch, 1)).item(), correct.item() / max(n_epoch, 1)
-        epoch_seconds = time.perf_counter() - start  # .item() above waited for the device
+        train_loss, train_acc, n = _train_epoch(model, loader, prep, weak, opt, sched, sched_when, cfg, ssl, epoch, device)
+        epoch_seconds = time.perf_counter() - start  # _train_epoch's .item() waited for the device
         train_seconds += epoch_seconds
-        seen += n_epoch
-        valid_loss, valid_acc = loss_and_accuracy(predict(model, normalize, valid_images, device, cfg.amp), valid_labels)
+        seen += n
+        valid_loss, valid_acc = loss_and_accuracy(predict(model, prep, valid_images, device, cfg.amp), valid_labels)
         lr = opt.param_groups[0]["lr"]
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
                "valid_acc": valid_acc, "lr": lr, "seconds": epoch_seconds}

@@ -9,11 +9,17 @@ from torch import nn
 
 def _flat_features(features: nn.Module, channels: int, size: int, name: str) -> int:
     """Number of features `features` outputs for one image; a clear error if the image is too small."""
+    # Probe in eval mode: batch norm then neither needs batch statistics (one image has none)
+    # nor updates its running statistics with the zeros.
+    training = features.training
+    features.eval()
     with torch.no_grad():
         try:
             return features(torch.zeros(1, channels, size, size)).numel()
         except RuntimeError as err:  # a conv or pool kernel larger than what is left of the image
             raise ValueError(f"model {name} cannot take {channels}x{size}x{size} images: {err}") from None
+        finally:
+            features.train(training)
 
 
 class ConvNet(nn.Module):

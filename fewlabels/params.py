@@ -49,7 +49,8 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("none", "step", "plateau", "onecycle")
 DEVICES = ("auto", "cpu", "cuda")
 SELECT_METRICS = ("valid_acc", "valid_loss")
-SSL_METHODS = ("skip",)
+SSL_METHODS = ("skip", "pseudo_label", "fixmatch")
+AUGMENT_POLICIES = ("none", "crop", "flip_crop")
 
 
 def validate(params: dict) -> dict:
@@ -73,8 +74,17 @@ def validate(params: dict) -> dict:
             raise ParamError(f"params.yaml: data.digests.{dataset}.{name} must be 'md5:<hex>' or 'gunzip-sha256:<hex>'; got {digest!r}")
     validate_models(params)
     validate_train(params)
-    _choice(params, "ssl.method", SSL_METHODS)
+    validate_ssl(params)
     return params
+
+
+def validate_ssl(params: dict) -> None:
+    _choice(params, "ssl.method", SSL_METHODS)
+    _number(params, "ssl.threshold", 0, 1)
+    _number(params, "ssl.weight", 0, INF)
+    _number(params, "ssl.warmup_epochs", 0, 10**6, integer=True)
+    if _get(params, "ssl.unlabeled_ratio") is not None:
+        _number(params, "ssl.unlabeled_ratio", 0, INF, lo_open=True)
 
 
 def validate_models(params: dict) -> None:
@@ -104,6 +114,8 @@ def validate_train(params: dict) -> None:
     _number(params, "train.label_smoothing", 0, 1, hi_open=True)
     _choice(params, "train.device", DEVICES)
     _choice(params, "train.amp", (True, False))
+    _choice(params, "train.augment", AUGMENT_POLICIES)
+    _choice(params, "train.channels_last", (True, False))
 
 
 def load(path: str | Path = "params.yaml") -> dict:

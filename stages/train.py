@@ -4,7 +4,6 @@ Writes models/<model>.pt (best state_dict + what rebuilds the model + the traini
 and per-epoch curves with DVCLive in dvclive/<model>/.
 """
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,9 @@ from dvclive import Live
 
 from fewlabels.atomic import atomic_path
 from fewlabels.data import mask_labels
-from fewlabels.engine import TrainConfig, fit
+from fewlabels.engine import SSLConfig, TrainConfig, fit, from_params
 from fewlabels.models import build_model, count_parameters
 from stages._common import clear_errors, load_params
-
-
-def train_config(p: dict) -> TrainConfig:
-    return TrainConfig(**{f.name: p["train"][f.name] for f in fields(TrainConfig)})
 
 
 def main() -> None:
@@ -40,7 +35,7 @@ def main() -> None:
     labeled_pos, unlabeled_pos = np.searchsorted(train_idx, labeled), np.searchsorted(train_idx, unlabeled)
     channels, size = x.shape[1], x.shape[2]
     with clear_errors(ValueError):
-        cfg = train_config(p)
+        cfg, ssl = from_params(TrainConfig, p["train"]), from_params(SSLConfig, p["ssl"])
         torch.manual_seed(p["seed"])
         model = build_model(args.model, channels, size, len(classes))
         n_params = count_parameters(model)
@@ -57,7 +52,7 @@ def main() -> None:
                 torch.from_numpy(x[train_idx]), mask_labels(y[train_idx], labeled_pos),
                 labeled_pos, unlabeled_pos,
                 torch.from_numpy(x[valid_idx]), torch.from_numpy(y[valid_idx]),
-                cfg, p["seed"], p["ssl"]["method"], log_epoch,
+                cfg, p["seed"], ssl, log_epoch,
             )
     record = {
         "model": args.model, "channels": channels, "size": size, "classes": classes,
