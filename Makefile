@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup fashion-mnist
+.PHONY: run test setup fashion-mnist label-curve
 run: $(STAMP) fashion-mnist
 	dvc repro
 
@@ -16,6 +16,9 @@ test: $(STAMP)
 	pytest -q
 
 setup: $(STAMP)
+
+label-curve: $(STAMP)  ## queue labeled_frac x ssl.method experiments and draw reports/label_curve.png
+	python bench/label_curve.py
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fewlabels import augment
-from fewlabels.data import Batch, InMemoryImages, PureBatchSampler, collate_pure
+from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure
 
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so larger is fine
 

@@ -1,10 +1,6 @@
 """End to end: the data stages under `dvc repro` / `dvc exp run`, and the real Fashion-MNIST files."""
 import gzip
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +8,7 @@ import pytest
 import yaml
 
 import fakes
+from dvcrepo import REPO, commit, init, run, stages_run, stages_skipped
 from fewlabels.datasets import DATASETS
 from fewlabels.download import file_digest
 from fewlabels.formats import load_idx_dataset
@@ -19,28 +16,8 @@ from fewlabels.splits import labeled_index, split_train_valid
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 REAL = Path("/usr/share/datasets/fashion-mnist")
 DATA_STAGES = ["download", "unpack", "split", "index"]
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    """Run a command in the temporary repo; return its combined output, failing the test on error."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # stages must import the copy
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` = this venv
-    env["DVC_NO_ANALYTICS"] = "1"
-    result = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=300)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}"
-    return result.stdout
-
-
-def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
-def _skipped(output: str) -> list[str]:
-    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
 
 
 @pytest.fixture
@@ -52,10 +29,7 @@ def project(tmp_path):
         shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, repo / name)
-    _run(["git", "init", "-q"], repo)
-    for key, value in (("user.name", "test"), ("user.email", "test@example.com"), ("commit.gpgsign", "false")):
-        _run(["git", "config", key, value], repo)
-    _run(["dvc", "init", "-q"], repo)
+    init(repo)
     mirror = tmp_path / "mirror"
     arrays = fakes.make_idx_dataset(mirror, n_train=200, n_test=50)
     return repo, mirror, arrays
@@ -92,26 +66,25 @@ def test_data_stages_under_dvc(project):
     repo, mirror, arrays = project
     with fakes.serve(mirror) as url:
         _point_params_at(repo, url, mirror)
-        first = _run(["dvc", "repro", "index"], repo)
-        assert _ran(first) == DATA_STAGES
+        first = run(repo, "dvc", "repro", "index")
+        assert stages_run(first) == DATA_STAGES
         _check_outputs(repo, arrays, labeled_frac=1.0)
         assert np.load(repo / "data/index/unlabeled.npy").size == 0
 
         # Nothing changed: a second repro must not run anything.
-        again = _run(["dvc", "repro", "index"], repo)
-        assert _ran(again) == [] and sorted(_skipped(again)) == sorted(DATA_STAGES)
+        again = run(repo, "dvc", "repro", "index")
+        assert stages_run(again) == [] and sorted(stages_skipped(again)) == sorted(DATA_STAGES)
 
     # The mirror is gone from here on: a stage that tried to download would fail.
     train_bytes = (repo / "data/split/train.npy").read_bytes()
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-q", "-m", "data stages"], repo)  # dvc exp run needs a commit to start from
-    exp = _run(["dvc", "exp", "run", "-S", "labeled_frac=0.5", "index"], repo)
+    commit(repo, "data stages")  # dvc exp run needs a commit to start from
+    exp = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.5", "index")
     # labeled_frac is a param of index only: the upstream stages are skipped, not rerun.
-    assert _ran(exp) == ["index"]
-    assert sorted(_skipped(exp)) == ["download", "split", "unpack"]
+    assert stages_run(exp) == ["index"]
+    assert sorted(stages_skipped(exp)) == ["download", "split", "unpack"]
     assert (repo / "data/split/train.npy").read_bytes() == train_bytes
     _check_outputs(repo, arrays, labeled_frac=0.5)
-    assert "Data and pipelines are up to date" in _run(["dvc", "status", "index"], repo)
+    assert "Data and pipelines are up to date" in run(repo, "dvc", "status", "index")
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"no real Fashion-MNIST at {REAL}")

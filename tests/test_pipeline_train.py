@@ -6,11 +6,8 @@ One test walks through what a user does: `dvc repro` from scratch, a no-op `dvc 
 """
 import csv
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,10 +15,10 @@ import pytest
 import yaml
 
 import fakes
+from dvcrepo import REPO, commit, init, run, stages_run, stages_skipped
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 MODELS = ["lenet", "cifar_tanh"]  # the two cheapest registry models that take 28x28 images
 N_TRAIN, N_TEST = 300, 100
 DATA_STAGES = ["download", "unpack", "split"]
@@ -29,25 +26,6 @@ AFTER_INDEX = ["index", *(f"train@{m}" for m in MODELS), *(f"evaluate@{m}" for m
 
 
 # helpers -----------------------------------------------------------------------------------------
-
-def run(repo: Path, *cmd: str) -> str:
-    """Run a command in the repo with this venv's `python` and `dvc` first on PATH; return its output."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # stages must import the copies
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"  # no network here
-    result = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=300)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}"
-    return result.stdout
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
-def stages_skipped(output: str) -> list[str]:
-    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
-
 
 def make_project(tmp_path: Path) -> Path:
     """A fresh git + DVC repo with a copy of the pipeline, configured for a small fast run on fake data."""
@@ -66,19 +44,11 @@ def make_project(tmp_path: Path) -> Path:
     params["train"].update(epochs=2, batch_size=32, device="cpu")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    run(repo, "git", "init", "-q")
-    for key, value in (("user.name", "test"), ("user.email", "test@example.com"), ("commit.gpgsign", "false")):
-        run(repo, "git", "config", key, value)
-    run(repo, "dvc", "init", "-q")
+    init(repo)
     # DVCLive cannot start in a git repo without commits ("Empty git repo"), so commit the code
     # first, as every clone of the project has.
     commit(repo, "pipeline on fake data")
     return repo
-
-
-def commit(repo: Path, message: str) -> None:
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", message)
 
 
 def metrics(repo: Path, model: str) -> dict:

@@ -1,0 +1,96 @@
+"""The label-efficiency curve in one command: queue DVC experiments over labeled_frac x ssl.method,
+run them, and draw test accuracy vs labeled fraction from `dvc exp show --json`.
+
+    python bench/label_curve.py                       # the full grid (hours on a CPU, minutes on a GPU)
+    python bench/label_curve.py --plot-only           # redraw from the experiments already run
+    python bench/label_curve.py --fracs 0.1 1.0 --set train.epochs=30
+
+Writes reports/label_curve.csv (a DVC plot: `dvc plots show reports/label_curve.csv`) and
+reports/label_curve.png. With every label kept there is nothing unlabeled, so at labeled_frac 1.0
+only `skip` runs and the other methods share its point.
+"""
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from fewlabels.atomic import atomic_path  # noqa: E402
+from fewlabels.curve import curve_points, curve_table, plot_curve  # noqa: E402
+
+POLL_S = 10  # seconds between looks at the queue
+
+
+def dvc(*args: str) -> str:
+    return subprocess.run(["dvc", *args], check=True, capture_output=True, text=True).stdout
+
+
+def queue_grid(fracs, methods, extra_sets) -> int:
+    n = 0
+    for frac in fracs:
+        for method in methods:
+            if frac == 1.0 and method != "skip":
+                continue  # nothing is unlabeled: identical to skip
+            sets = [f"labeled_frac={frac}", f"ssl.method={method}", *extra_sets]
+            dvc("exp", "run", "--queue", *[a for s in sets for a in ("-S", s)])
+            n += 1
+    return n
+
+
+def wait_for_queue() -> None:
+    """Block until no queued or running experiment is left; say which failed."""
+    while True:
+        status = dvc("queue", "status")
+        active = [line for line in status.splitlines() if " Queued " in line or " Running " in line]
+        print(f"{len(active)} experiment(s) queued or running", flush=True)
+        if not active:
+            break
+        time.sleep(POLL_S)
+    failed = [line for line in status.splitlines() if " Failed " in line]
+    if failed:
+        print("failed experiments (see `dvc queue logs NAME`):\n  " + "\n  ".join(failed), file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fracs", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.25, 1.0])
+    parser.add_argument("--methods", nargs="+", default=["skip", "fixmatch"])
+    parser.add_argument("--model", help="whose test accuracy to plot (default: the first of params.yaml models)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra -S for every experiment")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (each uses every core)")
+    parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args()
+    with open("params.yaml") as f:
+        model = args.model or yaml.safe_load(f)["models"][0]
+
+    if not args.plot_only:
+        print(f"queued {queue_grid(args.fracs, args.methods, args.sets)} experiments", flush=True)
+        dvc("queue", "start", "--jobs", str(args.jobs))
+        wait_for_queue()
+
+    points = curve_points(json.loads(dvc("exp", "show", "--json")), model)
+    for (frac, method), acc in list(points.items()):
+        if frac == 1.0 and method == "skip":
+            points.update({(frac, m): acc for m in args.methods})
+    rows = curve_table(points, args.methods)
+    if not rows:
+        sys.exit(f"error: no experiment has metrics/{model}.json yet; run without --plot-only first")
+    with atomic_path(args.out / "label_curve.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["labeled_frac", *args.methods])
+        writer.writeheader()
+        writer.writerows(rows)
+    fig = plot_curve(rows, args.methods, model, "label efficiency")
+    with atomic_path(args.out / "label_curve.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    for row in rows:
+        print("  ".join(f"{k}={'-' if v is None else round(v, 4)}" for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    main()
