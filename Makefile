@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup fashion-mnist label-curve
+.PHONY: run test setup fashion-mnist label-curve bench
 run: $(STAMP) fashion-mnist
 	dvc repro
 
@@ -19,6 +19,9 @@ setup: $(STAMP)
 
 label-curve: $(STAMP)  ## queue labeled_frac x ssl.method experiments and draw reports/label_curve.png
 	python bench/label_curve.py
+
+bench: $(STAMP)  ## issue #5: the notebooks vs the project -> bench/results/*.json and a table (CPU: ~12 min)
+	bash bench/run_all.sh
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)

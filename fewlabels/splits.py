@@ -1,10 +1,12 @@
 """Stratified train/valid split and the labeled/unlabeled index of the train split."""
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 
 def split_train_valid(labels: np.ndarray, valid_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted int64 indices of a stratified train/valid split of `labels`."""
+    # Imported here: the index stage uses this module too and need not pay for sklearn's import.
+    from sklearn.model_selection import train_test_split
+
     train, valid = train_test_split(
         np.arange(len(labels)), test_size=valid_frac, stratify=labels, random_state=seed
     )

@@ -1,0 +1,62 @@
+"""The notebooks' recipe, written as the notebooks write it: the contender the project is measured against.
+
+torchvision's FashionMNIST (PIL image -> ToTensor per sample), DataLoader(batch_size=64, shuffle=True),
+the registry's `cnn` (the notebooks' model), Adam at 1e-3, and a plain loop that moves each batch to the
+device and reads the loss back every step (`running_loss += loss.item()`).
+"""
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from torchvision.transforms import ToTensor
+
+from bench.common import torchvision_root
+from fewlabels.models import build_model
+
+BATCH_SIZE = 64
+LR = 1e-3
+
+
+def fashion_mnist_set(train: bool) -> datasets.FashionMNIST:
+    return datasets.FashionMNIST(torchvision_root(), train=train, download=False, transform=ToTensor())
+
+
+def train_loader(batch_size: int = BATCH_SIZE) -> DataLoader:
+    return DataLoader(fashion_mnist_set(True), batch_size=batch_size, shuffle=True)
+
+
+def model_and_optimizer(device: torch.device, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model("cnn", 1, 28, 10).to(device)
+    return model, torch.optim.Adam(model.parameters(), lr=LR)
+
+
+def train_step(model, opt, images, labels, device) -> float:
+    images, labels = images.to(device), labels.to(device)
+    opt.zero_grad()
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    opt.step()
+    return loss.item()  # the notebooks' running loss: one host synchronisation per step
+
+
+def train_epoch(model, opt, loader, device) -> tuple[float, float]:
+    """One epoch; returns (seconds, mean training loss). The loss is read every step, so the device is idle at the end."""
+    model.train()
+    start = time.perf_counter()
+    running_loss = 0.0
+    for images, labels in loader:
+        running_loss += train_step(model, opt, images, labels, device)
+    return time.perf_counter() - start, running_loss / len(loader)
+
+
+@torch.no_grad()
+def test_accuracy(model, device) -> float:
+    model.eval()
+    correct = total = 0
+    for images, labels in DataLoader(fashion_mnist_set(False), batch_size=1000):
+        correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+        total += len(labels)
+    return correct / total

@@ -1,0 +1,64 @@
+"""Print the benchmarks' results (bench/results/*.json) as one markdown table, then the commands behind them."""
+import json
+
+from bench.common import RESULTS
+
+
+def load(pattern: str) -> list[tuple[str, dict]]:
+    return [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS.glob(pattern))]
+
+
+def met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def rows() -> list[tuple[str, dict, list[str]]]:
+    """(results file, its JSON, table cells) for every result found."""
+    out = []
+    for name, r in load("throughput*.json"):
+        t, d = r["train"], r["data_path"]
+        out.append((name, r, [f"training images/s, batch {r['batch_size']}, {r['steps']} steps",
+                              f"{t['notebook_images_per_s']:,.0f}", f"{t['project_images_per_s']:,.0f}",
+                              f"{t['ratio']:.2f}×", f"≥ {r['target_ratio']}×", met(r["target_met"])]))
+        out.append((name, r, ["data path alone images/s", f"{d['notebook_images_per_s']:,.0f}",
+                              f"{d['project_images_per_s']:,.0f}", f"{d['ratio']:.0f}×", "", ""]))
+    for name, r in load("time_to_accuracy*.json"):
+        p, nb = r["project"], r["notebook"]
+
+        def took(c):
+            return f"{c['seconds_to_target']:.1f} s ({c['epochs']} ep)" if c["reached"] else f"not reached in {c['epochs']} ep"
+        out.append((name, r, [f"training s to {r['target_test_acc']:.0%} test acc (project: {p['contender'].split()[-1]})",
+                              took(nb) if nb else "–", took(p), f"{r['speedup']:.1f}×" if r["speedup"] else "",
+                              f"≤ {r['target_seconds']:g} s", met(r["target_met"])]))
+    for name, r in load("pipeline_overhead*.json"):
+        d, n = r["data_stages"], r["noop"]
+        out.append((name, r, ["download+unpack+split+index (dvc repro index)", "", f"{d['dvc_repro_index_seconds']:.1f} s",
+                              "", f"≤ {d['target_seconds']:g} s", met(d["target_met"])]))
+        out.append((name, r, ["dvc repro, nothing changed", "", f"{n['dvc_repro_seconds']:.1f} s", "",
+                              f"≤ {n['target_seconds']:g} s", met(n["target_met"])]))
+    for name, r in load("memory*.json"):
+        out.append((name, r, [f"peak RSS, {r['stage']} on the CPU ({r['epochs']} epoch)", "",
+                              f"{r['peak_rss_mib']:,.0f} MiB", "", f"≤ {r['target_gib']:g} GiB", met(r["target_met"])]))
+    return out
+
+
+def main() -> None:
+    table = rows()
+    print("| figure | device | notebook | project | ratio | target | met | results |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, r, (what, *cells) in table:
+        device = "H100" if "H100" in r["environment"]["device_name"] else r["environment"]["device"]
+        print(f"| {what} | {device} | {' | '.join(cells)} | `{name}.json` |")
+    print()
+    seen = set()
+    for name, r, _ in table:
+        if name not in seen:
+            seen.add(name)
+            env = r["environment"]
+            print(f"- `{name}.json`: `{env['command']}` ({env['timestamp']}, load average "
+                  f"{'/'.join(map(str, env['load_average_at_start']))} before, other processes used "
+                  f"{env['others_cpu_share']:.0%} of the CPUs meanwhile, {env['torch_threads']} torch threads)")
+
+
+if __name__ == "__main__":
+    main()

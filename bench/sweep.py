@@ -1,0 +1,56 @@
+"""Try project recipes for time to accuracy: every combination of the given models and train.* values.
+
+    python -m bench.sweep --model bn_cnn bn_small --set train.batch_size=256,512 --set train.lr=0.003,0.01 \
+        --set train.scheduler=onecycle --set train.epochs=3,4
+
+Each combination runs bench.time_to_accuracy's project contender (params.yaml's recipe with the values on
+top; stopped at the target). Results, fastest first, go to bench/results/<name>.json.
+"""
+import argparse
+import itertools
+import sys
+
+import yaml
+
+from bench.common import environment, fashion_mnist, save, train_recipe
+from bench.time_to_accuracy import TARGET, project_contender
+from fewlabels.engine import resolve_device
+from fewlabels.models import MODELS
+
+
+def grid(pairs: list[str]) -> list[dict]:
+    """['train.lr=0.003,0.01', 'train.epochs=3'] -> [{'train.lr': 0.003, 'train.epochs': 3}, {'train.lr': 0.01, ...}]."""
+    axes = {}
+    for pair in pairs:
+        key, sep, values = pair.partition("=")
+        if not sep:
+            sys.exit(f"error: --set expects train.key=value[,value...], got {pair!r}")
+        axes[key] = [yaml.safe_load(v) for v in values.split(",")]
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["cnn"], choices=sorted(MODELS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="params.yaml train.* values to combine")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--target", type=float, default=TARGET)
+    parser.add_argument("--name", default="sweep", help="results file: bench/results/<name>.json")
+    args = parser.parse_args()
+    env = environment(resolve_device(args.device))
+    data = fashion_mnist()
+    runs = []
+    for model, values in itertools.product(args.model, grid(args.set)):
+        cfg = train_recipe(values | {"train.device": args.device})
+        result = project_contender(model, cfg, data, args.target)
+        runs.append({"model": model, "set": values, **{k: result[k] for k in (
+            "reached", "seconds_to_target", "train_seconds", "epochs", "final_test_acc", "images_per_s", "wall_seconds")},
+            "test_acc_by_epoch": [round(r["test_acc"], 4) for r in result["history"]]})
+        print(f"SWEEP {model} {values}: {runs[-1]['test_acc_by_epoch']} "
+              f"{runs[-1]['train_seconds']:.1f}s, {runs[-1]['images_per_s']:,.0f} images/s", flush=True)
+    runs.sort(key=lambda r: (not r["reached"], r["train_seconds"]))
+    save(args.name, {"target_test_acc": args.target, "runs": runs, "environment": env})
+
+
+if __name__ == "__main__":
+    main()
