@@ -10,11 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from fewlabels.data import mask_labels
+from fewlabels.data import fit_inputs
 from fewlabels.datasets import DATASETS
 from fewlabels.engine import (SSLConfig, TrainConfig, Normalize, fit, from_params, loss_and_accuracy, predict,
                               resolve_device)
@@ -45,11 +44,9 @@ def main() -> None:
     train_idx, valid_idx = split_train_valid(d["y_train"], p["split"]["valid_frac"], p["seed"])
     labeled, unlabeled = labeled_index(train_idx, d["y_train"], args.frac, p["seed"], spec.classes)
     cfg, ssl = from_params(TrainConfig, p["train"]), from_params(SSLConfig, p["ssl"])
-    x = torch.from_numpy(d["x_train"])
     model = build_model(args.model, 1, 28, 10)
-    result = fit(model, x[train_idx], mask_labels(d["y_train"][train_idx], np.searchsorted(train_idx, labeled)),
-                 np.searchsorted(train_idx, labeled), np.searchsorted(train_idx, unlabeled),
-                 x[valid_idx], torch.from_numpy(d["y_train"][valid_idx]), cfg, p["seed"], ssl)
+    inputs = fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled)
+    result = fit(model, *inputs, cfg, p["seed"], ssl)
     model.load_state_dict(result["state_dict"])
     device = resolve_device(cfg.device)
     normalize = Normalize(result["mean"], result["std"]).to(device)

@@ -124,6 +124,29 @@ def mask_labels(labels, labeled) -> torch.Tensor:
     return masked
 
 
+class FitInputs(NamedTuple):
+    """engine.fit's data arguments, in its order: `fit(model, *inputs, cfg, seed, ...)`."""
+    train_images: torch.Tensor  # uint8 [N_train, C, H, W]
+    train_labels: torch.Tensor  # int64 [N_train], UNLABELED at every unlabeled position
+    labeled: np.ndarray         # positions in the train split
+    unlabeled: np.ndarray
+    valid_images: torch.Tensor
+    valid_labels: torch.Tensor
+
+
+def fit_inputs(images, labels, train_idx, valid_idx, labeled, unlabeled) -> FitInputs:
+    """engine.fit's data arguments from the prepared training arrays and the split/index files.
+
+    The index files hold positions in the full training set; fit wants positions in the train
+    split, and the train split's labels with every unlabeled one hidden.
+    """
+    labeled_pos, unlabeled_pos = np.searchsorted(train_idx, labeled), np.searchsorted(train_idx, unlabeled)
+    return FitInputs(
+        torch.from_numpy(images[train_idx]), mask_labels(labels[train_idx], labeled_pos), labeled_pos, unlabeled_pos,
+        torch.from_numpy(images[valid_idx]), torch.from_numpy(labels[valid_idx]),
+    )
+
+
 class InMemoryImages(Dataset):
     """uint8 images [N, C, H, W] and labels [N] held as tensors; fetched a batch at a time."""
 

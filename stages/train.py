@@ -11,7 +11,7 @@ import torch
 from dvclive import Live
 
 from fewlabels.atomic import atomic_path
-from fewlabels.data import mask_labels
+from fewlabels.data import fit_inputs
 from fewlabels.engine import SSLConfig, TrainConfig, fit, from_params
 from fewlabels.models import build_model, count_parameters
 from stages._common import clear_errors, load_params
@@ -31,8 +31,6 @@ def main() -> None:
         x, y, classes = d["x_train"], d["y_train"], d["classes"].tolist()
     train_idx, valid_idx = np.load(args.split / "train.npy"), np.load(args.split / "valid.npy")
     labeled, unlabeled = np.load(args.index / "labeled.npy"), np.load(args.index / "unlabeled.npy")
-    # Positions of the index files' entries within the train split (they index the full training set).
-    labeled_pos, unlabeled_pos = np.searchsorted(train_idx, labeled), np.searchsorted(train_idx, unlabeled)
     channels, size = x.shape[1], x.shape[2]
     with clear_errors(ValueError):
         cfg, ssl = from_params(TrainConfig, p["train"]), from_params(SSLConfig, p["ssl"])
@@ -47,13 +45,8 @@ def main() -> None:
                     live.log_metric(f"{split}/{metric}" if metric else key, row[key])
                 live.next_step()
 
-            result = fit(
-                model,
-                torch.from_numpy(x[train_idx]), mask_labels(y[train_idx], labeled_pos),
-                labeled_pos, unlabeled_pos,
-                torch.from_numpy(x[valid_idx]), torch.from_numpy(y[valid_idx]),
-                cfg, p["seed"], ssl, log_epoch,
-            )
+            inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
+            result = fit(model, *inputs, cfg, p["seed"], ssl, log_epoch)
     record = {
         "model": args.model, "channels": channels, "size": size, "classes": classes,
         "n_parameters": n_params, "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
