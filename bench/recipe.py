@@ -28,12 +28,15 @@ def main() -> None:
     parser.add_argument("--raw", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     parser.add_argument("--frac", type=float, default=1.0, help="labeled_frac")
     parser.add_argument("--model", default="cnn")
+    parser.add_argument("--seed", type=int, help="seed (default: params.yaml's)")
     parser.add_argument("--out", type=Path, help="append the result as a JSON line here")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_args()
     with open("params.yaml") as f:
         p = yaml.safe_load(f)
     p["labeled_frac"] = args.frac
+    if args.seed is not None:
+        p["seed"] = args.seed
     for item in args.overrides:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
@@ -53,7 +56,7 @@ def main() -> None:
     test_loss, test_acc = loss_and_accuracy(
         predict(model.to(device), normalize, torch.from_numpy(d["x_test"]), device, cfg.amp),
         torch.from_numpy(d["y_test"]).to(device))
-    row = {"model": args.model, "labeled_frac": args.frac, "overrides": args.overrides, "test_acc": test_acc,
+    row = {"model": args.model, "labeled_frac": args.frac, "seed": p["seed"], "overrides": args.overrides, "test_acc": test_acc,
            "test_loss": test_loss, "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
            "train_seconds": round(result["train_seconds"], 2), "device": result["device"]}
     print(json.dumps(row))

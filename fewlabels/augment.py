@@ -2,7 +2,10 @@
 
 All functions take normalised float images [B, C, H, W] and return a new tensor of the same shape.
 """
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 def flip(x: torch.Tensor) -> torch.Tensor:
@@ -42,13 +45,28 @@ def jitter(x: torch.Tensor, strength: float = 0.4) -> torch.Tensor:
     return x * scale + shift
 
 
+def affine(x: torch.Tensor, degrees: float = 20.0, shear: float = 0.2, scale: float = 0.15) -> torch.Tensor:
+    """Rotate (up to +-degrees), shear (up to +-shear) and zoom (1 +- scale) each image about its centre,
+    one grid_sample for the batch; pixels from outside repeat the border (the background)."""
+    b = len(x)
+    u = lambda: 2 * torch.rand(b, device=x.device) - 1  # noqa: E731  uniform in [-1, 1] per image
+    angle, s, k = u() * math.radians(degrees), u() * shear, 1 + u() * scale
+    cos, sin = torch.cos(angle) / k, torch.sin(angle) / k
+    theta = torch.stack([torch.stack([cos, -sin + s * cos, torch.zeros_like(cos)], 1),
+                         torch.stack([sin, cos + s * sin, torch.zeros_like(cos)], 1)], 1)  # [B, 2, 3]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
 POLICIES = {  # train.augment: what labeled batches (and FixMatch's weak view) go through
     "none": lambda x: x,
     "crop": translate,                        # safe for digits, whose mirror image is another digit
     "flip_crop": lambda x: translate(flip(x)),  # clothes and objects look the same mirrored
+    "flip_crop_cutout": lambda x: cutout(translate(flip(x))),  # and an 8x8 square hidden (random erasing)
 }
 
 
 def strong(x: torch.Tensor, weak) -> torch.Tensor:
-    """FixMatch's strong view: the weak policy, then cutout and brightness/contrast jitter."""
-    return cutout(jitter(weak(x)))
+    """The strong view (FixMatch, mean teacher): the weak policy, then a random rotation, shear and zoom,
+    brightness/contrast jitter and cutout."""
+    return cutout(jitter(affine(weak(x))))

@@ -5,10 +5,12 @@ Loss and accuracy accumulate on the device, so the hot loop never waits for the 
 """
 import copy
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -35,12 +37,14 @@ class TrainConfig:
     amp: bool = True
     augment: str = "none"        # a policy in fewlabels.augment.POLICIES, applied to labeled batches
     channels_last: bool = False  # NHWC memory layout: faster convolutions on some CPUs and GPUs
+    ema: float = 0.0             # decay per optimizer step of an average of the weights that validation,
+    #                              checkpoints and the saved model use (and mean_teacher's teacher); 0: off
 
 
 @dataclass(frozen=True)
 class SSLConfig:
     """What unlabeled batches do (params.yaml `ssl:`)."""
-    method: str = "skip"            # skip | pseudo_label | fixmatch
+    method: str = "skip"            # skip | pseudo_label | fixmatch | mean_teacher
     threshold: float = 0.95         # minimum confidence for a prediction to become a pseudo-label
     weight: float = 1.0             # unlabeled loss weight, relative to the labeled cross-entropy
     warmup_epochs: int = 0          # the weight ramps linearly from 0 over these epochs
@@ -123,7 +127,7 @@ def ramp(ssl: SSLConfig, epoch: int) -> float:
     return ssl.weight * min(1.0, (epoch - 1) / ssl.warmup_epochs)
 
 
-def skip_unlabeled(model, x, ssl: SSLConfig, weak) -> torch.Tensor | None:
+def skip_unlabeled(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor | None:
     """ssl.method 'skip': unlabeled batches teach nothing (the notebooks' behaviour)."""
     return None
 
@@ -134,58 +138,104 @@ def _masked_ce(logits, targets, confidence, threshold):
     return (F.cross_entropy(logits.float(), targets, reduction="none") * keep).mean()
 
 
-def pseudo_label(model, x, ssl: SSLConfig, weak) -> torch.Tensor:
+def pseudo_label(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
     """Train on the model's own confident predictions (hard labels) for the unlabeled batch."""
     logits = model(weak(x))
     confidence, targets = logits.detach().float().softmax(1).max(1)
     return _masked_ce(logits, targets, confidence, ssl.threshold)
 
 
-def fixmatch(model, x, ssl: SSLConfig, weak) -> torch.Tensor:
-    """FixMatch: confident predictions on a weak view become targets for a strong view."""
+@contextmanager
+def frozen_bn_stats(model):
+    """Batch norm still normalises with the batch's own statistics but leaves its running averages alone:
+    strongly augmented views must not shift the statistics that test images are normalised with."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - momentum) * running + momentum * batch
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+def fixmatch(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
+    """FixMatch: the teacher's confident predictions on a weak view become targets for a strong view.
+
+    The teacher is the model itself, or its weight average when train.ema is on.
+    """
     with torch.no_grad():
-        confidence, targets = model(weak(x)).float().softmax(1).max(1)
-    return _masked_ce(model(augment.strong(x, weak)), targets, confidence, ssl.threshold)
+        confidence, targets = teacher(weak(x)).float().softmax(1).max(1)
+    with frozen_bn_stats(model):
+        logits = model(augment.strong(x, weak))
+    return _masked_ce(logits, targets, confidence, ssl.threshold)
 
 
-# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, weak augmentation) -> loss or None.
-# No objective ever receives labels: unlabeled batches carry none.
-UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "fixmatch": fixmatch}
+def mean_teacher(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
+    """Mean teacher: the student's class probabilities on a strong view match the weight-averaged
+    teacher's on a weak view (squared error summed over classes; no threshold)."""
+    with torch.no_grad():
+        target = teacher(weak(x)).float().softmax(1)
+    with frozen_bn_stats(model):
+        probs = model(augment.strong(x, weak)).float().softmax(1)
+    return (probs - target).pow(2).sum(1).mean()
 
 
-def _train_epoch(model, loader, prep, weak, opt, sched, sched_when, cfg: TrainConfig, ssl: SSLConfig,
-                 epoch: int, device) -> tuple[float, float, int]:
+# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, weak augmentation, teacher)
+# -> loss or None. No objective ever receives labels: unlabeled batches carry none.
+UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "fixmatch": fixmatch,
+                        "mean_teacher": mean_teacher}
+
+
+def _train_epoch(model, ema, loader, prep, weak, opt, sched, sched_when, cfg: TrainConfig, ssl: SSLConfig,
+                 epoch: int, device, unlabeled_share: float) -> tuple[float, float, int]:
     """One pass over the sampler's batches; returns (train loss, train accuracy, labeled images seen).
 
+    One optimizer step per labeled batch: the gradients of the unlabeled batches since the previous
+    step join it, each weighted 1/unlabeled_share (unlabeled batches per labeled batch), so a step
+    minimises labeled loss + weight x mean unlabeled loss, as FixMatch does with mixed batches.
     Loss and accuracy accumulate on the device: the only host synchronisation is at the end.
     """
-    unlabeled_loss, unlabeled_weight = UNLABELED_OBJECTIVES[ssl.method], ramp(ssl, epoch)
+    unlabeled_loss = UNLABELED_OBJECTIVES[ssl.method]
+    unlabeled_weight = ramp(ssl, epoch) / unlabeled_share
+    teacher = ema.module if ema else model
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+    seen, pending = 0, False  # pending: unlabeled gradients waiting for the next step
+    opt.zero_grad(set_to_none=True)
     for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0):
-        if batch.labeled:
-            with _autocast(device, cfg.amp):
-                logits = model(weak(prep(batch.x)))
-            loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
-            loss_sum += loss.detach() * len(batch.y)
-            correct += (logits.argmax(1) == batch.y).sum()
-            seen += len(batch.y)
-        else:
+        if not batch.labeled:
             if unlabeled_weight == 0:
                 continue
             with _autocast(device, cfg.amp):
-                loss = unlabeled_loss(model, prep(batch.x), ssl, weak)
-            if loss is None:
-                continue
-            loss = unlabeled_weight * loss
-        opt.zero_grad(set_to_none=True)
+                loss = unlabeled_loss(model, prep(batch.x), ssl, weak, teacher)
+            if loss is not None:
+                (unlabeled_weight * loss).backward()
+                pending = True
+            continue
+        with _autocast(device, cfg.amp):
+            logits = model(weak(prep(batch.x)))
+        loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
         loss.backward()
-        opt.step()
-        if sched_when == "batch" and batch.labeled:
+        _step(model, ema, opt)
+        pending = False
+        if sched_when == "batch":
             sched.step()
+        loss_sum += loss.detach() * len(batch.y)
+        correct += (logits.argmax(1) == batch.y).sum()
+        seen += len(batch.y)
+    if pending:  # unlabeled batches after the epoch's last labeled one (or an epoch with no labels)
+        _step(model, ema, opt)
     return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1), seen
+
+
+def _step(model, ema, opt) -> None:
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if ema:
+        ema.update_parameters(model)
 
 
 def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, valid_labels,
@@ -193,8 +243,11 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     """Train `model`; return the best state_dict (by cfg.select_metric) and the per-epoch history.
 
     train_labels must already be masked (fewlabels.data.mask_labels): the engine never sees the
-    label of an unlabeled index. `log_epoch(row)` is called with each epoch's metrics.
+    label of an unlabeled index. `log_epoch(row, scored)` is called with each epoch's metrics and the
+    module they scored (`model`, or its weight average when cfg.ema is on); returning True stops training.
     """
+    if ssl.method == "mean_teacher" and not cfg.ema:
+        raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -212,17 +265,24 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure)
     opt = _optimizer(model, cfg)
     sched, sched_when = _scheduler(opt, cfg, sampler.n_batches(True))
+    # The averaged copy also averages batch-norm statistics (use_buffers), so it is ready to evaluate.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    if ema:
+        ema.eval()  # as a teacher too: no dropout, and batch norm keeps its averaged statistics
+    scored = ema.module if ema else model
+    unlabeled_share = max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True)))
     valid_labels = valid_labels.to(device)
 
     history, best, best_score, stale, seen, train_seconds = [], None, None, 0, 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         sampler.set_epoch(epoch)
         start = time.perf_counter()
-        train_loss, train_acc, n = _train_epoch(model, loader, prep, weak, opt, sched, sched_when, cfg, ssl, epoch, device)
+        train_loss, train_acc, n = _train_epoch(model, ema, loader, prep, weak, opt, sched, sched_when, cfg, ssl,
+                                                epoch, device, unlabeled_share)
         epoch_seconds = time.perf_counter() - start  # _train_epoch's .item() waited for the device
         train_seconds += epoch_seconds
         seen += n
-        valid_loss, valid_acc = loss_and_accuracy(predict(model, prep, valid_images, device, cfg.amp), valid_labels)
+        valid_loss, valid_acc = loss_and_accuracy(predict(scored, prep, valid_images, device, cfg.amp), valid_labels)
         lr = opt.param_groups[0]["lr"]
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
                "valid_acc": valid_acc, "lr": lr, "seconds": epoch_seconds}
@@ -230,8 +290,7 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
         print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"valid loss {valid_loss:.4f} acc {valid_acc:.4f}  lr {lr:.2e}  {epoch_seconds:.1f}s  ({device.type})",
               flush=True)
-        if log_epoch:
-            log_epoch(row)
+        stop = log_epoch(row, scored) if log_epoch else False
         if sched_when == "epoch":
             sched.step()
         elif sched_when == "valid_loss":
@@ -239,7 +298,9 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
 
         score = valid_acc if cfg.select_metric == "valid_acc" else -valid_loss
         if best_score is None or score > best_score:
-            best_score, best = score, {"epoch": epoch, "state_dict": copy.deepcopy(model.state_dict())}
+            best_score, best = score, {"epoch": epoch, "state_dict": copy.deepcopy(scored.state_dict())}
+        if stop:
+            break
         # Early stopping watches valid loss whatever metric picks the checkpoint.
         if valid_loss <= min(r["valid_loss"] for r in history):
             stale = 0

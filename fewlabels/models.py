@@ -101,6 +101,21 @@ def _bn_net(widths: tuple[int, ...]):
     return build
 
 
+def _vgg_bn(channels, size, n_classes, name, widths=(64, 128, 256), dropout=0.25):
+    """VGG-style: per width two 3x3 conv + batch norm + ReLU, then max-pool 2; global average pool, dropout, linear.
+
+    Wider and deeper than the notebooks' CNNs, for the semi-supervised recipes (GPU-sized: ~1.1M parameters).
+    """
+    blocks, width = [], channels
+    for out in widths:
+        for _ in range(2):
+            blocks += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            width = out
+        blocks.append(nn.MaxPool2d(2))
+    features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Dropout(dropout))
+    return ConvNet(features, [], None, n_classes, channels, size, name)
+
+
 MODELS = {
     "cnn": _cnn(0.25, lambda: nn.MaxPool2d(2)),
     "adaptive_cnn": _cnn(0.25, lambda: nn.AdaptiveAvgPool2d(12)),  # 12x12 whatever the input size
@@ -111,6 +126,7 @@ MODELS = {
     "cifar_tanh": _cifar(nn.Tanh),
     "bn_small": _bn_net((16, 32, 64)),   # 29,178 parameters on 28x28x1
     "bn_wide": _bn_net((32, 64, 128)),   # 104,426 parameters on 28x28x1: bn_cnn without its fc128 and dropout
+    "vgg_bn": _vgg_bn,
 }
 
 

@@ -49,8 +49,8 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("none", "step", "plateau", "onecycle")
 DEVICES = ("auto", "cpu", "cuda")
 SELECT_METRICS = ("valid_acc", "valid_loss")
-SSL_METHODS = ("skip", "pseudo_label", "fixmatch")
-AUGMENT_POLICIES = ("none", "crop", "flip_crop")
+SSL_METHODS = ("skip", "pseudo_label", "fixmatch", "mean_teacher")
+AUGMENT_POLICIES = ("none", "crop", "flip_crop", "flip_crop_cutout")
 
 
 def validate(params: dict) -> dict:
@@ -85,12 +85,14 @@ def validate_ssl(params: dict) -> None:
     _number(params, "ssl.warmup_epochs", 0, 10**6, integer=True)
     if _get(params, "ssl.unlabeled_ratio") is not None:
         _number(params, "ssl.unlabeled_ratio", 0, INF, lo_open=True)
+    if _get(params, "ssl.method") == "mean_teacher" and not _get(params, "train.ema"):
+        raise ParamError("params.yaml: ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
 
 
 # The names in fewlabels.models.MODELS, repeated here so that checking params does not import torch
 # (about 2 s in every stage); tests/test_models.py checks that the two lists agree.
 MODEL_NAMES = ("cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cifar_relu", "cifar_tanh",
-               "bn_small", "bn_wide")
+               "bn_small", "bn_wide", "vgg_bn")
 
 
 def validate_models(params: dict) -> None:
@@ -120,6 +122,7 @@ def validate_train(params: dict) -> None:
     _choice(params, "train.amp", (True, False))
     _choice(params, "train.augment", AUGMENT_POLICIES)
     _choice(params, "train.channels_last", (True, False))
+    _number(params, "train.ema", 0, 1, hi_open=True)
 
 
 def load(path: str | Path = "params.yaml") -> dict:

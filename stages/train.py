@@ -39,7 +39,7 @@ def main() -> None:
         n_params = count_parameters(model)
         print(f"{args.model}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
         with Live(str(args.live), dvcyaml=None, save_dvc_exp=False) as live:
-            def log_epoch(row):
+            def log_epoch(row, scored):
                 for key in ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr"):
                     split, _, metric = key.partition("_")
                     live.log_metric(f"{split}/{metric}" if metric else key, row[key])

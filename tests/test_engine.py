@@ -70,11 +70,26 @@ def test_returned_state_dict_reproduces_the_best_epochs_validation():
 
 def test_history_rows_and_log_epoch():
     logged = []
-    result = run_fit(epochs=3, log_epoch=logged.append)
+    result = run_fit(epochs=3, log_epoch=lambda row, scored: logged.append(row))
     assert logged == result["history"] and result["epochs_run"] == len(logged) == 3
     for row in logged:
         assert set(row) == {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds"}
         assert 0 <= row["train_acc"] <= 1 and 0 <= row["valid_acc"] <= 1 and row["seconds"] >= 0
+
+
+def test_weight_average_is_what_validates_and_what_is_saved():
+    """With train.ema near 1 the average barely leaves the first step's weights, while the model moves on."""
+    def weights(epochs, ema):
+        model, scored = tiny_model(), []
+        result = run_fit(model, n=20, epochs=epochs, ema=ema, log_epoch=lambda row, m: scored.append(m))
+        return result["state_dict"], model, scored
+
+    first_step, plain_model, plain_scored = weights(1, 0.0)  # 20 images, batch 20: one step an epoch
+    saved, model, scored = weights(3, 1 - 1e-9)
+    assert all(torch.allclose(saved[k], first_step[k]) for k in first_step)
+    assert not all(torch.allclose(model.state_dict()[k], first_step[k]) for k in first_step)
+    assert plain_scored == [plain_model]  # without ema, validation scores the model itself
+    assert all(m is scored[0] for m in scored) and scored[0] is not model
 
 
 def test_channel_stats_come_from_the_training_images():
@@ -138,7 +153,7 @@ def test_best_epoch_follows_select_metric(monkeypatch, select_metric, best_epoch
     states = []  # the model's weights as each epoch ended
     model = tiny_model()
     result = run_fit(model, epochs=5, select_metric=select_metric, patience=5,
-                     log_epoch=lambda row: states.append(copy.deepcopy(model.state_dict())))
+                     log_epoch=lambda row, scored: states.append(copy.deepcopy(model.state_dict())))
     assert result["best_epoch"] == best_epoch
     for k, v in result["state_dict"].items():  # the checkpoint is that epoch's, not the last one's
         assert torch.equal(v, states[best_epoch - 1][k])

@@ -106,7 +106,7 @@ class Spy:
 
 def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy"):
     model = build_model("cifar_tanh", 1, 28, 10)
-    cfg = TrainConfig(batch_size=8, epochs=1, device="cpu", amp=False)
+    cfg = TrainConfig(batch_size=8, epochs=1, device="cpu", amp=False, ema=0.9 if method == "mean_teacher" else 0.0)
     ssl = SSLConfig(method=method, warmup_epochs=0)  # weight 1 from the first epoch: unlabeled batches train
     return engine.fit(model, x, train_labels, labeled, unlabeled, x[:10], torch.arange(10), cfg, seed=0, ssl=ssl)
 

@@ -20,14 +20,15 @@ def weights_after_unlabeled_only(method: str) -> tuple[dict, dict]:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = separable(N)
     vx, vy = separable(20, seed=1)
-    cfg = TrainConfig(epochs=1, batch_size=20, device="cpu", lr=1e-2)
+    cfg = TrainConfig(epochs=1, batch_size=20, device="cpu", lr=1e-2, ema=0.9 if method == "mean_teacher" else 0.0)
     # threshold 0: every prediction counts as confident; no warm-up, so epoch 1 already uses them.
     ssl = SSLConfig(method=method, threshold=0.0, warmup_epochs=0)
     result = fit(model, x, mask_labels(y, []), [], list(range(N)), vx, vy, cfg, 0, ssl)
     return before, result["state_dict"]
 
 
-@pytest.mark.parametrize("method, changes", [("skip", False), ("pseudo_label", True), ("fixmatch", True)])
+@pytest.mark.parametrize("method, changes", [("skip", False), ("pseudo_label", True), ("fixmatch", True),
+                                             ("mean_teacher", True)])
 def test_unlabeled_batches_train_only_under_an_ssl_method(method, changes):
     before, after = weights_after_unlabeled_only(method)
     changed = any(not torch.equal(before[k], after[k]) for k in before)
@@ -40,13 +41,68 @@ def test_threshold_masks_unconfident_predictions(threshold, trains):
     torch.manual_seed(0)
     model = tiny_model()
     x = torch.randn(8, 1, 16, 16)
-    loss = engine.fixmatch(model, x, SSLConfig(threshold=threshold), augment.POLICIES["crop"])
+    loss = engine.fixmatch(model, x, SSLConfig(threshold=threshold), augment.POLICIES["crop"], model)
     assert (loss.item() > 0) == trains
 
 
-@pytest.mark.parametrize("warmup, epoch, weight", [(0, 1, 2.0), (2, 1, 0.0), (2, 2, 1.0), (2, 3, 2.0), (2, 9, 2.0)])
-def test_unlabeled_weight_ramps_over_warmup(warmup, epoch, weight):
-    assert engine.ramp(SSLConfig(weight=2.0, warmup_epochs=warmup), epoch) == pytest.approx(weight)
+def test_fixmatch_takes_its_targets_from_the_teacher():
+    """The strong view is trained towards the teacher's class, not the student's own prediction."""
+    student = tiny_model().eval()  # eval: no dropout, so the strong view is the only randomness
+    x = torch.randn(8, 1, 16, 16)
+
+    def teacher_of(cls):
+        return lambda images: torch.nn.functional.one_hot(torch.full((len(images),), cls), 10).float() * 50
+
+    def loss_towards(cls):
+        torch.manual_seed(1)
+        return engine.fixmatch(student, x, SSLConfig(threshold=0.99), augment.POLICIES["none"], teacher_of(cls))
+
+    torch.manual_seed(1)
+    expected = torch.nn.functional.cross_entropy(student(augment.strong(x, augment.POLICIES["none"])),
+                                                 torch.full((8,), 3))
+    assert loss_towards(3).item() == pytest.approx(expected.item())
+    assert loss_towards(5).item() != pytest.approx(expected.item())
+
+
+def test_mean_teacher_loss_is_zero_when_student_and_teacher_agree_on_any_view():
+    """A model that ignores its input predicts the same on the weak and strong views: nothing to learn."""
+    constant = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 10))
+    with torch.no_grad():
+        constant[1].weight.zero_()
+    x = torch.randn(8, 1, 16, 16)
+    assert engine.mean_teacher(constant, x, SSLConfig(), augment.POLICIES["crop"], constant).item() == 0.0
+    other = tiny_model()
+    assert engine.mean_teacher(constant, x, SSLConfig(), augment.POLICIES["crop"], other).item() > 0
+
+
+def test_mean_teacher_without_a_weight_average_is_an_error():
+    x, y = separable(20)
+    with pytest.raises(ValueError, match="train.ema"):
+        fit(tiny_model(), x, mask_labels(y, []), [], list(range(20)), x, y, TrainConfig(device="cpu"), 0,
+            SSLConfig(method="mean_teacher"))
+
+
+def test_one_optimizer_step_per_labeled_batch(monkeypatch):
+    """Unlabeled gradients join the next labeled batch's step; trailing ones get a step of their own."""
+    steps, kinds = [], []
+    collate = engine.collate_pure
+
+    def recording_collate(fetched):
+        batch = collate(fetched)
+        kinds.append(batch.labeled)
+        return batch
+
+    monkeypatch.setattr(engine, "collate_pure", recording_collate)
+    monkeypatch.setattr(engine, "_step", lambda *args: steps.append(len(kinds)))  # batches seen at each step
+    x, y = separable(N)
+    labeled = list(range(0, N, 3))
+    cfg = TrainConfig(epochs=1, batch_size=5, device="cpu")
+    fit(tiny_model(), x, mask_labels(y, labeled), labeled, sorted(set(range(N)) - set(labeled)), x, y, cfg, 0,
+        SSLConfig(method="fixmatch", threshold=0.0, warmup_epochs=0))
+    expected = [i + 1 for i, labeled_batch in enumerate(kinds) if labeled_batch]
+    if not kinds[-1]:
+        expected.append(len(kinds))
+    assert steps == expected and kinds.count(False) > kinds.count(True) > 1
 
 
 # augmentations ----------------------------------------------------------------------------------
@@ -84,6 +140,18 @@ def test_cutout_zeroes_one_square_per_image():
     assert (zeroed > 0).all() and (zeroed <= 9 * 9).all()  # odd-sized window of side size + 1, clipped at borders
 
 
+def test_affine_with_no_range_is_the_identity():
+    x = torch.randn(4, 1, 12, 12)
+    assert torch.allclose(augment.affine(x, degrees=0, shear=0, scale=0), x, atol=1e-5)
+
+
+def test_affine_rotates_each_image_by_its_own_angle():
+    torch.manual_seed(0)
+    out = augment.affine(dot_images(n=64, size=28, at=(4, 14)), degrees=90, shear=0, scale=0)
+    rows = out[:, 0].sum(2).argmax(1)  # where each image's dot went (rotated about the centre)
+    assert len(set(rows.tolist())) > 5 and (out.sum((1, 2, 3)) > 0.5).all()  # spread out, not lost
+
+
 def test_strong_view_differs_from_weak_view():
     torch.manual_seed(0)
     x = torch.randn(16, 1, 28, 28)
@@ -95,8 +163,21 @@ def test_strong_view_differs_from_weak_view():
 @pytest.mark.parametrize("key, value", [("method", "mixmatch"), ("threshold", 1.5), ("weight", -1),
                                         ("warmup_epochs", 0.5), ("unlabeled_ratio", 0)])
 def test_bad_ssl_params_name_the_key(key, value):
-    with open(Path(__file__).parents[1] / "params.yaml") as f:
-        params = yaml.safe_load(f)
+    params = repo_params()
     params["ssl"][key] = value
     with pytest.raises(ParamError, match=f"ssl.{key}"):
         validate(params)
+
+
+def repo_params() -> dict:
+    with open(Path(__file__).parents[1] / "params.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_mean_teacher_params_need_train_ema():
+    params = repo_params()
+    params["ssl"]["method"], params["train"]["ema"] = "mean_teacher", 0.0
+    with pytest.raises(ParamError, match="train.ema"):
+        validate(params)
+    params["train"]["ema"] = 0.99
+    assert validate(params) is params
