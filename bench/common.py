@@ -147,8 +147,9 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                    platform.processor())
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        platform.processor())
     return {
         "command": shlex.join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -168,7 +169,8 @@ def save(name: str, result: dict) -> Path:
     result["environment"] |= {
         "load_average_at_end": load_average(),  # includes this run's own threads
         # share of all the machine's cores that other processes kept busy during the run: 0 is a quiet machine
-        "others_cpu_share": max(0.0, round((busy1 - busy0 - (own1 - own0)) / ((t1 - t0) * os.cpu_count()), 3)),
+        # (clipped to [0, 1]: over a run of a few ticks the 10 ms clock-tick counts can overshoot)
+        "others_cpu_share": min(1.0, max(0.0, round((busy1 - busy0 - (own1 - own0)) / ((t1 - t0) * os.cpu_count()), 3))),
     }
     path = RESULTS / f"{name}.json"
     write_json(path, result)

@@ -71,7 +71,8 @@ def main() -> None:
 
     if not args.plot_only:
         print(f"queued {queue_grid(args.fracs, args.methods, args.sets)} experiments", flush=True)
-        dvc("queue", "start", "--jobs", str(args.jobs))
+        # Not through dvc(): the queue's worker would inherit the captured pipe and keep it open to the end.
+        subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], check=True, stdout=subprocess.DEVNULL)
         wait_for_queue()
 
     points = curve_points(json.loads(dvc("exp", "show", "--json")), model)
