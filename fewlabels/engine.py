@@ -38,7 +38,7 @@ class TrainConfig:
     augment: str = "none"        # a policy in fewlabels.augment.POLICIES, applied to labeled batches
     channels_last: bool = False  # NHWC memory layout: faster convolutions on some CPUs and GPUs
     ema: float = 0.0             # decay per optimizer step of an average of the weights that validation,
-    #                              checkpoints and the saved model use (and mean_teacher's teacher); 0: off
+    #                              checkpoints and the saved model use (and the SSL teacher); 0: off
 
 
 @dataclass(frozen=True)
