@@ -21,7 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from fewlabels.atomic import atomic_path  # noqa: E402
-from fewlabels.curve import curve_points, curve_table, plot_curve  # noqa: E402
+from fewlabels.curve import curve_points, curve_table, plot_curve, queue_tasks  # noqa: E402
 
 POLL_S = 10  # seconds between looks at the queue
 
@@ -45,13 +45,13 @@ def queue_grid(fracs, methods, extra_sets) -> int:
 def wait_for_queue() -> None:
     """Block until no queued or running experiment is left; say which failed."""
     while True:
-        status = dvc("queue", "status")
-        active = [line for line in status.splitlines() if " Queued " in line or " Running " in line]
-        print(f"{len(active)} experiment(s) queued or running", flush=True)
+        tasks = queue_tasks(dvc("queue", "status"))
+        active = sum(status in ("Queued", "Running") for status in tasks.values())
+        print(f"{active} experiment(s) queued or running", flush=True)
         if not active:
             break
         time.sleep(POLL_S)
-    failed = [line for line in status.splitlines() if " Failed " in line]
+    failed = [name for name, status in tasks.items() if status == "Failed"]
     if failed:
         print("failed experiments (see `dvc queue logs NAME`):\n  " + "\n  ".join(failed), file=sys.stderr)
 

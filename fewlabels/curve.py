@@ -1,6 +1,6 @@
 """The label-efficiency curve: test accuracy vs labeled fraction, one line per ssl.method.
 
-Reads the JSON of `dvc exp show --json`; plain functions, no I/O.
+Reads the JSON of `dvc exp show --json` and the text of `dvc queue status`; plain functions, no I/O.
 """
 import matplotlib
 
@@ -55,3 +55,16 @@ def plot_curve(rows: list[dict], methods: list[str], model: str, title: str):
     ax.legend(title="ssl.method")
     fig.tight_layout()
     return fig
+
+
+def queue_tasks(status: str) -> dict[str, str]:
+    """`dvc queue status` output -> {experiment name: Queued | Running | Success | Failed | ...}.
+
+    Task rows read `<task id>  <name>  <created>  <status>`; the header and the worker line are skipped.
+    """
+    tasks = {}
+    for line in status.splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[0] != "Task" and not line.startswith("Worker"):
+            tasks[words[1]] = words[-1]
+    return tasks

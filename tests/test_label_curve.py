@@ -5,7 +5,7 @@ import shutil
 import matplotlib.image
 import pytest
 
-from fewlabels.curve import curve_points, curve_table
+from fewlabels.curve import curve_points, curve_table, queue_tasks
 from dvcrepo import REPO, commit, run
 from test_pipeline_train import make_project
 
@@ -48,6 +48,21 @@ def test_curve_table_is_wide_and_sorted_with_gaps_as_none():
 
 
 @pytest.mark.slow
+def test_queue_tasks_reads_each_rows_status():
+    # As DVC 3 prints it: the status is the last word of each row, with no trailing space.
+    status = """Task     Name        Created    Status
+b3d52b1  privy-bawl  11:21 PM   Running
+598fb78  baser-raps  11:21 PM   Queued
+b32317d  zippy-soja  11:21 PM   Success
+c5d7c23  short-leas  11:21 PM   Failed
+
+Worker status: 1 active, 0 idle
+"""
+    assert queue_tasks(status) == {"privy-bawl": "Running", "baser-raps": "Queued", "zippy-soja": "Success",
+                                   "short-leas": "Failed"}
+    assert queue_tasks("Task     Name        Created    Status\n\nWorker status: 0 active, 0 idle\n") == {}
+
+
 def test_label_curve_command_queues_runs_and_draws(tmp_path):
     repo = make_project(tmp_path)
     (repo / "bench").mkdir()
