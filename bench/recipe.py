@@ -15,7 +15,7 @@ import yaml
 
 from fewlabels.data import fit_inputs
 from fewlabels.datasets import DATASETS
-from fewlabels.engine import (SSLConfig, TrainConfig, Normalize, fit, from_params, loss_and_accuracy, predict,
+from fewlabels.engine import (SSLConfig, TrainConfig, fit, from_params, loss_and_accuracy, predict_trained,
                               resolve_device)
 from fewlabels.formats import load_idx_dataset
 from fewlabels.models import build_model
@@ -50,11 +50,9 @@ def main() -> None:
     model = build_model(args.model, 1, 28, 10)
     inputs = fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled)
     result = fit(model, *inputs, cfg, p["seed"], ssl)
-    model.load_state_dict(result["state_dict"])
     device = resolve_device(cfg.device)
-    normalize = Normalize(result["mean"], result["std"]).to(device)
     test_loss, test_acc = loss_and_accuracy(
-        predict(model.to(device), normalize, torch.from_numpy(d["x_test"]), device, cfg.amp),
+        predict_trained(model, result, torch.from_numpy(d["x_test"]), device, cfg.amp),
         torch.from_numpy(d["y_test"]).to(device))
     row = {"model": args.model, "labeled_frac": args.frac, "seed": p["seed"], "overrides": args.overrides, "test_acc": test_acc,
            "test_loss": test_loss, "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],

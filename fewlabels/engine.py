@@ -98,6 +98,14 @@ def predict(model, normalize, images: torch.Tensor, device, amp: bool) -> torch.
     return torch.cat(out)
 
 
+def predict_trained(model, trained: dict, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
+    """Logits of `model` with trained weights and the normalisation they were trained with: `trained` is
+    fit()'s result or the train stage's record (both hold state_dict, mean and std)."""
+    model.load_state_dict(trained["state_dict"])
+    normalize = Normalize(trained["mean"], trained["std"]).to(device)
+    return predict(model.to(device), normalize, images, device, amp)
+
+
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
@@ -160,26 +168,29 @@ def frozen_bn_stats(model):
             m.momentum = momentum
 
 
+def _teacher_weak_student_strong(model, x, weak, teacher) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the teacher's class probabilities on a weak view, no gradient; the student's logits on a strong view)."""
+    with torch.no_grad():
+        target = teacher(weak(x)).float().softmax(1)
+    with frozen_bn_stats(model):
+        return target, model(augment.strong(x, weak)).float()
+
+
 def fixmatch(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
     """FixMatch: the teacher's confident predictions on a weak view become targets for a strong view.
 
     The teacher is the model itself, or its weight average when train.ema is on.
     """
-    with torch.no_grad():
-        confidence, targets = teacher(weak(x)).float().softmax(1).max(1)
-    with frozen_bn_stats(model):
-        logits = model(augment.strong(x, weak))
+    target, logits = _teacher_weak_student_strong(model, x, weak, teacher)
+    confidence, targets = target.max(1)
     return _masked_ce(logits, targets, confidence, ssl.threshold)
 
 
 def mean_teacher(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
     """Mean teacher: the student's class probabilities on a strong view match the weight-averaged
     teacher's on a weak view (squared error summed over classes; no threshold)."""
-    with torch.no_grad():
-        target = teacher(weak(x)).float().softmax(1)
-    with frozen_bn_stats(model):
-        probs = model(augment.strong(x, weak)).float().softmax(1)
-    return (probs - target).pow(2).sum(1).mean()
+    target, logits = _teacher_weak_student_strong(model, x, weak, teacher)
+    return (logits.softmax(1) - target).pow(2).sum(1).mean()
 
 
 # ssl.method -> objective(model, normalised unlabeled images, SSLConfig, weak augmentation, teacher)

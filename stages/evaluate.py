@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from fewlabels.atomic import atomic_path, write_json
-from fewlabels.engine import Normalize, predict, resolve_device
+from fewlabels.engine import predict_trained, resolve_device
 from fewlabels.metrics import classification_metrics
 from fewlabels.models import build_model
 from stages._common import clear_errors, load_params
@@ -31,10 +31,7 @@ def main() -> None:
     with clear_errors(ValueError):
         device = resolve_device(p["train"]["device"])
     model = build_model(record["model"], record["channels"], record["size"], len(record["classes"]))
-    model.load_state_dict(record["state_dict"])
-    model.to(device)
-    normalize = Normalize(record["mean"], record["std"]).to(device)
-    logits = predict(model, normalize, x_test, device, p["train"]["amp"])
+    logits = predict_trained(model, record, x_test, device, p["train"]["amp"])
     test = classification_metrics(logits, y_test, record["classes"])
     best = record["history"][record["best_epoch"] - 1]
     n_train = record["n_labeled"] + record["n_unlabeled"]

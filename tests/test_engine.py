@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fewlabels import engine
-from fewlabels.engine import Normalize, TrainConfig, fit, predict, resolve_device
+from fewlabels.engine import Normalize, TrainConfig, fit, predict, predict_trained, resolve_device
 from fewlabels.models import build_model
 
 SIZE = 16  # the smallest images lenet takes; keeps every fit well under a second an epoch
@@ -61,9 +61,7 @@ def test_fit_learns_separable_data():
 def test_returned_state_dict_reproduces_the_best_epochs_validation():
     vx, vy = separable(50, seed=1)
     result = run_fit(build_model("lenet", 1, SIZE, 10), epochs=4, valid=(vx, vy))
-    model = build_model("lenet", 1, SIZE, 10)
-    model.load_state_dict(result["state_dict"])
-    logits = predict(model, Normalize(result["mean"], result["std"]), vx, torch.device("cpu"), amp=False)
+    logits = predict_trained(build_model("lenet", 1, SIZE, 10), result, vx, torch.device("cpu"), amp=False)
     acc = (logits.argmax(1) == vy).float().mean().item()
     assert acc == pytest.approx(result["history"][result["best_epoch"] - 1]["valid_acc"])
 
