@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-import yaml
 
 from fewlabels.atomic import write_json
 from fewlabels.datasets import DATASETS
-from fewlabels.engine import TrainConfig, from_params
 from fewlabels.formats import load_idx_dataset
-from fewlabels.params import ParamError, validate_train
+from fewlabels import params as schema
+from fewlabels.errors import ParamError
+from fewlabels.params import TrainConfig
 from fewlabels.splits import split_train_valid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,9 +29,8 @@ CACHE = REPO / "bench" / ".cache"  # the torchvision copy of the dataset (git-ig
 SPEC = DATASETS["fashion_mnist"]
 
 
-def params() -> dict:
-    with open(REPO / "params.yaml") as f:
-        return yaml.safe_load(f)
+def params() -> schema.Params:
+    return schema.load(REPO / "params.yaml")
 
 
 def train_recipe(overrides: dict) -> TrainConfig:
@@ -39,17 +38,18 @@ def train_recipe(overrides: dict) -> TrainConfig:
     unknown = [k for k in overrides if not k.startswith("train.")]
     if unknown:
         sys.exit(f"error: only train.* keys can be overridden here, got {unknown}")
-    section = params()["train"] | {k.removeprefix("train."): v for k, v in overrides.items()}
+    raw = schema.read(REPO / "params.yaml")
+    for key, value in overrides.items():
+        schema.set_key(raw, key, value)
     try:
-        validate_train({"train": section})
+        return schema.validate(raw).train  # as the train stage builds it
     except ParamError as err:
         sys.exit(f"error: {err}")
-    return from_params(TrainConfig, section)  # as the train stage builds it
 
 
 def local_mirror() -> Path:
     """The first file:// source of Fashion-MNIST in params.yaml (Debian's dataset-fashion-mnist)."""
-    for url in params()["data"]["sources"]["fashion_mnist"]:
+    for url in params().data.sources["fashion_mnist"]:
         if url.startswith("file://"):
             return Path(url.removeprefix("file://"))
     sys.exit("error: params.yaml lists no file:// mirror for fashion_mnist; install dataset-fashion-mnist")
@@ -63,7 +63,7 @@ def fashion_mnist() -> dict[str, np.ndarray]:
 def pipeline_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pipeline's train/valid indices (params.yaml seed and split.valid_frac), as the split stage makes them."""
     p = params()
-    return split_train_valid(labels, p["split"]["valid_frac"], p["seed"])
+    return split_train_valid(labels, p.split.valid_frac, p.seed)
 
 
 def torchvision_root() -> Path:
@@ -87,15 +87,12 @@ def scratch_repo(root: Path, **settings) -> Path:
     for name in ("fewlabels", "stages"):
         shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo)
-    p = params()
+    p = schema.read(REPO / "params.yaml")
     settings = {"dataset": "fashion_mnist", "data.sources.fashion_mnist": [local_mirror().as_uri()], **settings}
     for key, value in settings.items():
-        *parents, leaf = key.split(".")
-        node = p
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        schema.set_key(p, key, value)
+    schema.validate(p)
+    schema.write(p, repo / "params.yaml")
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]

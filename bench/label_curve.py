@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from fewlabels.atomic import atomic_path  # noqa: E402
 from fewlabels.curve import curve_points, curve_table, plot_curve, queue_tasks  # noqa: E402
+from fewlabels.params import load  # noqa: E402
 
 POLL_S = 10  # seconds between looks at the queue
 
@@ -66,8 +65,7 @@ def main() -> None:
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args()
-    with open("params.yaml") as f:
-        model = args.model or yaml.safe_load(f)["models"][0]
+    model = args.model or load("params.yaml").models[0]
 
     if not args.plot_only:
         print(f"queued {queue_grid(args.fracs, args.methods, args.sets)} experiments", flush=True)

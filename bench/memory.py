@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     env = environment(torch.device("cpu"))
     py = [sys.executable, "-m"]
-    prepared, model = "data/prepared/fashion_mnist.npz", args.model
+    prepared, model = "data/prepared/fashion_mnist", args.model
     with tempfile.TemporaryDirectory(prefix="fewlabels-bench-") as tmp:
         repo = scratch_repo(Path(tmp), **{"train.epochs": args.epochs, "train.device": "cpu"})
         run([*py, "stages.unpack", str(local_mirror()), prepared], repo)

@@ -27,9 +27,9 @@ def direct_stages(repo: Path, out: Path) -> dict[str, float]:
     py = [sys.executable, "-m"]
     return {
         "download": run([*py, "stages.download", str(out / "raw")], repo),
-        "unpack": run([*py, "stages.unpack", str(out / "raw"), str(out / "prepared.npz")], repo),
-        "split": run([*py, "stages.split", str(out / "prepared.npz"), str(out / "split")], repo),
-        "index": run([*py, "stages.index", str(out / "prepared.npz"), str(out / "split/train.npy"), str(out / "index")], repo),
+        "unpack": run([*py, "stages.unpack", str(out / "raw"), str(out / "prepared")], repo),
+        "split": run([*py, "stages.split", str(out / "prepared"), str(out / "split")], repo),
+        "index": run([*py, "stages.index", str(out / "prepared"), str(out / "split/train.npy"), str(out / "index")], repo),
     }
 
 

@@ -3,7 +3,7 @@
     python bench/recipe.py --raw /usr/share/datasets/fashion-mnist --frac 0.1 --model bn_cnn \
         train.epochs=30 train.augment=flip_crop ssl.method=fixmatch ssl.unlabeled_ratio=3
 
-Settings default to params.yaml; `section.key=value` overrides them (values parsed as YAML).
+Settings default to params.yaml; `section.key=value` overrides them (as `dvc exp run -S`: fewlabels.params.override).
 Writes one JSON line with the recipe, test accuracy and training seconds to --out (appends).
 """
 import argparse
@@ -11,15 +11,13 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from fewlabels.data import fit_inputs
 from fewlabels.datasets import DATASETS
-from fewlabels.engine import (SSLConfig, TrainConfig, fit, from_params, loss_and_accuracy, predict_trained,
-                              resolve_device)
+from fewlabels.engine import fit, loss_and_accuracy, predict_trained, resolve_device
 from fewlabels.formats import load_idx_dataset
 from fewlabels.models import build_model
-from fewlabels.params import validate
+from fewlabels import params as schema
 from fewlabels.splits import labeled_index, split_train_valid
 
 
@@ -32,29 +30,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append the result as a JSON line here")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_args()
-    with open("params.yaml") as f:
-        p = yaml.safe_load(f)
-    p["labeled_frac"] = args.frac
+    raw = schema.read("params.yaml")
+    raw["labeled_frac"] = args.frac
     if args.seed is not None:
-        p["seed"] = args.seed
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        p[section][name] = yaml.safe_load(value)
-    validate(p)
+        raw["seed"] = args.seed
+    p = schema.validate(schema.override(raw, args.overrides))
     spec = DATASETS["fashion_mnist"]
     d = load_idx_dataset(args.raw, spec.files)
-    train_idx, valid_idx = split_train_valid(d["y_train"], p["split"]["valid_frac"], p["seed"])
-    labeled, unlabeled = labeled_index(train_idx, d["y_train"], args.frac, p["seed"], spec.classes)
-    cfg, ssl = from_params(TrainConfig, p["train"]), from_params(SSLConfig, p["ssl"])
+    train_idx, valid_idx = split_train_valid(d["y_train"], p.split.valid_frac, p.seed)
+    labeled, unlabeled = labeled_index(train_idx, d["y_train"], args.frac, p.seed, spec.classes)
+    cfg = p.train
     model = build_model(args.model, 1, 28, 10)
     inputs = fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled)
-    result = fit(model, *inputs, cfg, p["seed"], ssl)
+    result = fit(model, *inputs, cfg, p.seed, p.ssl)
     device = resolve_device(cfg.device)
     test_loss, test_acc = loss_and_accuracy(
         predict_trained(model, result, torch.from_numpy(d["x_test"]), device, cfg.amp),
         torch.from_numpy(d["y_test"]).to(device))
-    row = {"model": args.model, "labeled_frac": args.frac, "seed": p["seed"], "overrides": args.overrides, "test_acc": test_acc,
+    row = {"model": args.model, "labeled_frac": args.frac, "seed": p.seed, "overrides": args.overrides, "test_acc": test_acc,
            "test_loss": test_loss, "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
            "train_seconds": round(result["train_seconds"], 2), "device": result["device"]}
     print(json.dumps(row))

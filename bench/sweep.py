@@ -10,22 +10,23 @@ import argparse
 import itertools
 import sys
 
-import yaml
-
 from bench.common import environment, fashion_mnist, save, train_recipe
 from bench.time_to_accuracy import TARGET, project_contender
 from fewlabels.engine import resolve_device
+from fewlabels.errors import ParamError
 from fewlabels.models import MODELS
+from fewlabels.params import parse_value, split_override
 
 
 def grid(pairs: list[str]) -> list[dict]:
     """['train.lr=0.003,0.01', 'train.epochs=3'] -> [{'train.lr': 0.003, 'train.epochs': 3}, {'train.lr': 0.01, ...}]."""
     axes = {}
     for pair in pairs:
-        key, sep, values = pair.partition("=")
-        if not sep:
-            sys.exit(f"error: --set expects train.key=value[,value...], got {pair!r}")
-        axes[key] = [yaml.safe_load(v) for v in values.split(",")]
+        try:
+            key, values = split_override(pair)
+        except ParamError as err:
+            sys.exit(f"error: --set: {err}")
+        axes[key] = [parse_value(v) for v in values.split(",")]
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 

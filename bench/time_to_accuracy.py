@@ -11,20 +11,21 @@ validation; the notebook's epoch loop). The test evaluation is never counted. Fo
 `wall_seconds` adds fit's setup and per-epoch validation, to show what they cost.
 """
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from ruamel.yaml import YAML
 
 from bench import notebook
 from bench.common import environment, fashion_mnist, params, pipeline_split, save, train_recipe
 from fewlabels.data import mask_labels
 from fewlabels.engine import Normalize, channel_stats, fit, predict, resolve_device
+from fewlabels.errors import ParamError
 from fewlabels.models import MODELS, build_model, count_parameters
+from fewlabels.params import parse_value, split_override
 
 TARGET = 0.92  # issue #5: first epoch whose test accuracy reaches 92.0%
 TARGET_SECONDS = {"cpu": 40.0, "cuda": 3.0}  # issue #5: project's training seconds to TARGET
@@ -56,7 +57,7 @@ def project_contender(model_name: str, cfg, data: dict, target: float) -> dict:
     x_test, y_test = torch.from_numpy(data["x_test"]), torch.from_numpy(data["y_test"])
     device = resolve_device(cfg.device)
     normalize = Normalize(*channel_stats(x)).to(device)  # what fit normalises with
-    torch.manual_seed(p["seed"])
+    torch.manual_seed(p.seed)
     model = build_model(model_name, 1, 28, 10)  # fit trains this object in place
     history, excluded = [], 0.0
 
@@ -74,10 +75,10 @@ def project_contender(model_name: str, cfg, data: dict, target: float) -> dict:
     start = time.perf_counter()
     fit(model, x, y, np.arange(len(x)), np.array([], dtype=np.int64),
         torch.from_numpy(data["x_train"][valid_idx]), torch.from_numpy(data["y_train"][valid_idx]),
-        cfg, p["seed"], log_epoch=log_epoch)
+        cfg, p.seed, log_epoch=log_epoch)
     wall = time.perf_counter() - start - excluded
     return summary(f"project: fewlabels.engine.fit, model {model_name}", history, target,
-                   n_params=count_parameters(model), train_images=len(x), config=dataclasses.asdict(cfg),
+                   n_params=count_parameters(model), train_images=len(x), config=cfg.model_dump(),
                    wall_seconds=wall)
 
 
@@ -91,13 +92,10 @@ def summary(what: str, history: list[dict], target: float, **extra) -> dict:
 
 def overrides(pairs: list[str]) -> dict:
     """['train.batch_size=256', 'train.lr=0.01'] -> {'train.batch_size': 256, 'train.lr': 0.01} (values read as YAML)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            sys.exit(f"error: --set expects train.key=value, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
+    try:
+        return {key: parse_value(text) for key, text in map(split_override, pairs)}
+    except ParamError as err:
+        sys.exit(f"error: --set: {err}")
 
 
 def main() -> None:
@@ -116,7 +114,7 @@ def main() -> None:
     device = resolve_device(args.device)
     env = environment(device)
     recipe_name = args.recipe or device.type
-    recipe = {"model": "cnn", "set": {}} if recipe_name == "params" else yaml.safe_load(RECIPES.read_text())[recipe_name]
+    recipe = {"model": "cnn", "set": {}} if recipe_name == "params" else YAML(typ="safe", pure=True).load(RECIPES)[recipe_name]
     model = args.model or recipe["model"]
     settings = recipe["set"] | overrides(args.set)
     cfg = train_recipe(settings | {"train.device": args.device})

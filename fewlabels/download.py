@@ -11,12 +11,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fewlabels.errors import DataError
+
 CHUNK = 1 << 20  # bytes per read: large enough to keep per-read overhead negligible
 RETRY_DELAY_S = 1.0  # pause before retrying the same mirror
 
 
-class DownloadError(RuntimeError):
-    pass
+class DownloadError(DataError):
+    """No mirror served a file with the expected digest."""
 
 
 def file_digest(path: Path, digest: str) -> str:

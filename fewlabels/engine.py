@@ -6,7 +6,6 @@ Loss and accuracy accumulate on the device, so the hot loop never waits for the 
 import copy
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -16,44 +15,10 @@ from tqdm import tqdm
 
 from fewlabels import augment
 from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure
+from fewlabels.errors import DeviceError, ParamError
+from fewlabels.params import SSLConfig, TrainConfig
 
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so larger is fine
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    epochs: int = 10
-    scheduler: str = "none"
-    step_milestones: tuple[int, ...] = (5, 8)
-    patience: int = 5
-    select_metric: str = "valid_acc"
-    label_smoothing: float = 0.0
-    device: str = "auto"
-    amp: bool = True
-    augment: str = "none"        # a policy in fewlabels.augment.POLICIES, applied to labeled batches
-    channels_last: bool = False  # NHWC memory layout: faster convolutions on some CPUs and GPUs
-    ema: float = 0.0             # decay per optimizer step of an average of the weights that validation,
-    #                              checkpoints and the saved model use (and the SSL teacher); 0: off
-
-
-@dataclass(frozen=True)
-class SSLConfig:
-    """What unlabeled batches do (params.yaml `ssl:`)."""
-    method: str = "skip"            # skip | pseudo_label | fixmatch | mean_teacher
-    threshold: float = 0.95         # minimum confidence for a prediction to become a pseudo-label
-    weight: float = 1.0             # unlabeled loss weight, relative to the labeled cross-entropy
-    warmup_epochs: int = 0          # the weight ramps linearly from 0 over these epochs
-    unlabeled_ratio: float | None = None  # unlabeled batches per labeled batch each epoch; None: all of them
-
-
-def from_params(cls, section: dict):
-    """A TrainConfig or SSLConfig from its (validated) params.yaml section."""
-    return cls(**{f.name: section[f.name] for f in fields(cls)})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but torch sees no CUDA GPU; set train.device to auto or cpu")
+        raise DeviceError("train.device is 'cuda' but torch sees no CUDA GPU; set train.device to auto or cpu")
     return torch.device(name)
 
 
@@ -110,22 +75,23 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def _optimizer(model, cfg: TrainConfig):
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+OPTIMIZERS = {  # train.optimizer -> the optimizer for a model's parameters
+    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                               weight_decay=cfg.weight_decay),
+}
 
 
-def _scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
-    """Returns (scheduler, when it steps: 'batch' | 'epoch' | 'valid_loss' | None)."""
-    if cfg.scheduler == "step":  # the notebooks: divide the learning rate by 10 at chosen epochs
-        return torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.step_milestones), gamma=0.1), "epoch"
-    if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=max(1, cfg.patience // 2)), "valid_loss"
-    if cfg.scheduler == "onecycle":
-        total = cfg.epochs * max(1, steps_per_epoch)
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total), "batch"
-    return None, None
+SCHEDULERS = {  # train.scheduler -> (opt, cfg, optimizer steps per epoch) -> (scheduler, when it steps)
+    "none": lambda opt, cfg, steps: (None, None),
+    # the notebooks: divide the learning rate by 10 after chosen epochs
+    "step": lambda opt, cfg, steps: (
+        torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.step_milestones), gamma=0.1), "epoch"),
+    "plateau": lambda opt, cfg, steps: (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=max(1, cfg.patience // 2)), "valid_loss"),
+    "onecycle": lambda opt, cfg, steps: (
+        torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * max(1, steps)), "batch"),
+}
 
 
 def ramp(ssl: SSLConfig, epoch: int) -> float:
@@ -258,7 +224,7 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     module they scored (`model`, or its weight average when cfg.ema is on); returning True stops training.
     """
     if ssl.method == "mean_teacher" and not cfg.ema:
-        raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
+        raise ParamError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -274,8 +240,8 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     sampler = PureBatchSampler(labeled, unlabeled, cfg.batch_size, seed, device=device,
                                unlabeled_per_labeled=None if ssl.method == "skip" else ssl.unlabeled_ratio)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure)
-    opt = _optimizer(model, cfg)
-    sched, sched_when = _scheduler(opt, cfg, sampler.n_batches(True))
+    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    sched, sched_when = SCHEDULERS[cfg.scheduler](opt, cfg, sampler.n_batches(True))
     # The averaged copy also averages batch-norm statistics (use_buffers), so it is ready to evaluate.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     if ema:

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fewlabels.errors import DataError
+
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
 
-class FormatError(ValueError):
-    pass
+class FormatError(DataError):
+    """A raw file that is not what its format says it is."""
 
 
 def _read_maybe_gzip(path: Path) -> bytes:

@@ -1,134 +1,440 @@
-"""Load params.yaml and validate every setting before any stage does work.
+"""The params schema: the one definition of every setting in params.yaml (type, bounds, default, meaning).
 
-A bad value raises ParamError with one line naming the key and the fix; stages turn it into
-a non-zero exit before writing anything.
+Validation, the engine's config objects (TrainConfig, SSLConfig), params.yaml itself and the README's
+params table all come from these classes: `python -m fewlabels.params --yaml` prints the default
+params.yaml, `--markdown` the README table (tests/test_params.py checks both are current).
+
+params.yaml is read as YAML 1.2 with ruamel.yaml, as DVC reads it, so what `dvc exp run -S` writes
+(`1e-05`, `.inf`) means here what it means to DVC. Checking params never imports torch (~2 s a stage).
 """
+import argparse
+import difflib
+import io
+import re
+import sys
+import typing
 from pathlib import Path
+from typing import Annotated, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
 
 from fewlabels.datasets import DATASETS
+from fewlabels.errors import ParamError
+
+# The names of the registries these settings pick from. The registries live beside the code that runs them
+# (fewlabels.models.MODELS, engine.OPTIMIZERS, ...), which imports torch; tests/test_params.py checks that
+# each registry has exactly these names.
+Dataset = Literal[tuple(DATASETS)]
+ModelName = Literal["cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cifar_relu", "cifar_tanh",
+                    "bn_small", "bn_wide", "vgg_bn"]
+Optimizer = Literal["adam", "sgd"]
+Scheduler = Literal["none", "step", "plateau", "onecycle"]
+AugmentPolicy = Literal["none", "crop", "flip_crop", "flip_crop_cutout"]
+SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher"]
+
+PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
+    r"^(https|http|file)://\S+$": "an https://, http:// or file:// URL",
+    r"^(md5:[0-9a-f]{32}|gunzip-sha256:[0-9a-f]{64})$": "'md5:' and 32 hex digits, or 'gunzip-sha256:' and 64",
+}
+MirrorURL, Digest = (Annotated[str, Field(pattern=pattern)] for pattern in PATTERNS)
 
 
-class ParamError(ValueError):
-    pass
+class Section(BaseModel):
+    """Strict: unknown keys are errors, floats are finite, ints are ints and booleans are booleans."""
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
 
-def _get(params: dict, key: str):
-    node = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ParamError(f"params.yaml: missing key '{key}'")
-        node = node[part]
-    return node
+class DataConfig(Section):
+    sources: dict[Dataset, list[MirrorURL]] = Field(
+        {
+            "fashion_mnist": ["file:///usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
+                              "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"],
+            "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist", "http://yann.lecun.com/exdb/mnist"],
+            "cifar10": ["https://www.cs.toronto.edu/~kriz"],
+        },
+        description="mirrors tried in order for each dataset: https://, http:// or file:// base URLs")
+    digests: dict[Dataset, dict[str, Digest]] = Field(
+        {
+            "fashion_mnist": {
+                "train-images-idx3-ubyte.gz":
+                    "gunzip-sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "train-labels-idx1-ubyte.gz":
+                    "gunzip-sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "t10k-images-idx3-ubyte.gz":
+                    "gunzip-sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "t10k-labels-idx1-ubyte.gz":
+                    "gunzip-sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            },
+            "mnist": {
+                "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
+            },
+            "cifar10": {"cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a"},
+        },
+        description="what each file must hash to before it is kept: 'md5:' of the file as downloaded, or "
+                    "'gunzip-sha256:' of its decompressed bytes (so recompressed copies such as Debian's verify)")
+    timeout_s: float = Field(30.0, gt=0, description="seconds a network read may wait")
+    retries: int = Field(2, ge=0, le=100, description="extra attempts per mirror after a network error")
+
+    @field_validator("digests")
+    @classmethod
+    def _one_digest_per_file(cls, digests):
+        for dataset, files in digests.items():
+            known = list(DATASETS[dataset].files.values())
+            for name in files:
+                if name not in known:
+                    raise ValueError(_unknown(f"data.digests.{dataset}.{name}", name, known,
+                                              f"data.digests.{dataset}."))
+            for name in known:
+                if name not in files:
+                    raise ValueError(f"missing key data.digests.{dataset}.{name}")
+        return digests
 
 
-def _number(params, key, lo, hi, lo_open=False, hi_open=False, integer=False):
-    value = _get(params, key)
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        want = "an integer" if integer else "a number"
-        raise ParamError(f"params.yaml: {key} must be {want}, got {value!r}")
-    too_low = value <= lo if lo_open else value < lo
-    too_high = value >= hi if hi_open else value > hi
-    if too_low or too_high:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        raise ParamError(f"params.yaml: {key} must be in {interval}, got {value!r}")
-    return value
+class SplitConfig(Section):
+    valid_frac: float = Field(0.1, gt=0, lt=1, description="stratified share of the training set held out for validation")
 
 
-def _choice(params, key, options):
-    value = _get(params, key)
-    if value not in options:
-        raise ParamError(f"params.yaml: {key} must be one of {', '.join(map(str, options))}; got {value!r}")
-    return value
+class TrainConfig(Section):
+    """How the train stage fits a model (params.yaml `train:`)."""
+    optimizer: Optimizer = Field("adam", description="optimizer: adam, or sgd with momentum")
+    lr: float = Field(0.001, gt=0, description="learning rate (the peak rate for onecycle)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
+    batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike)")
+    epochs: int = Field(10, ge=1, le=10**6, description="passes over the labeled images")
+    scheduler: Scheduler = Field("none", description="learning-rate schedule: none; step (divide by 10 at "
+                                                     "step_milestones); plateau (on valid loss); onecycle")
+    step_milestones: list[Annotated[int, Field(ge=1)]] = Field(
+        [5, 8], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
+    patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
+    select_metric: Literal["valid_acc", "valid_loss"] = Field(
+        "valid_acc", description="the checkpoint kept is the epoch with the best valid_acc or valid_loss")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the labeled cross-entropy")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when torch sees a GPU, else the CPU; cuda without a GPU is an error")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
+    augment: AugmentPolicy = Field(
+        "none", description="labeled batches: none; crop (shift up to 2 px); flip_crop (also mirror, not for "
+                            "digits); flip_crop_cutout (also hide an 8x8 square)")
+    channels_last: bool = Field(False, description="NHWC memory layout for the convolutions")
+    ema: float = Field(0.0, ge=0, lt=1, description="decay per step of a weight average that is validated, "
+                                                    "saved and used as the teacher; 0: off")
 
 
-INF = float("inf")
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULERS = ("none", "step", "plateau", "onecycle")
-DEVICES = ("auto", "cpu", "cuda")
-SELECT_METRICS = ("valid_acc", "valid_loss")
-SSL_METHODS = ("skip", "pseudo_label", "fixmatch", "mean_teacher")
-AUGMENT_POLICIES = ("none", "crop", "flip_crop", "flip_crop_cutout")
+class SSLConfig(Section):
+    """What unlabeled batches do (params.yaml `ssl:`)."""
+    method: SSLMethod = Field("skip", description="skip (ignore unlabeled batches, as the notebooks did), "
+                                                  "pseudo_label, fixmatch, mean_teacher (needs train.ema)")
+    threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label")
+    weight: float = Field(1.0, ge=0, description="unlabeled loss weight relative to the labeled cross-entropy")
+    warmup_epochs: int = Field(1, ge=0, le=10**6, description="the unlabeled weight ramps linearly from 0 over these epochs")
+    unlabeled_ratio: Annotated[float, Field(gt=0)] | None = Field(
+        3.0, description="unlabeled batches per labeled batch each epoch; null: every unlabeled image once")
 
 
-def validate(params: dict) -> dict:
-    """Check every setting; return params unchanged or raise ParamError."""
-    dataset = _choice(params, "dataset", tuple(DATASETS))
-    _number(params, "seed", 0, 2**32 - 1, integer=True)
-    _number(params, "labeled_frac", 0, 1, lo_open=True)
-    _number(params, "split.valid_frac", 0, 1, lo_open=True, hi_open=True)
-    _number(params, "data.timeout_s", 0, INF, lo_open=True)
-    _number(params, "data.retries", 0, 100, integer=True)
-    sources = _get(params, f"data.sources.{dataset}")
-    if not isinstance(sources, list) or not sources:
-        raise ParamError(f"params.yaml: data.sources.{dataset} must be a non-empty list of base URLs")
-    for url in sources:
-        if not isinstance(url, str) or not url.startswith(("https://", "http://", "file://")):
-            raise ParamError(f"params.yaml: data.sources.{dataset} entries must start with https://, http:// or file://; got {url!r}")
-    digests = _get(params, f"data.digests.{dataset}")
-    for name in DATASETS[dataset].files.values():
-        digest = digests.get(name) if isinstance(digests, dict) else None
-        if not isinstance(digest, str) or digest.partition(":")[0] not in ("md5", "gunzip-sha256"):
-            raise ParamError(f"params.yaml: data.digests.{dataset}.{name} must be 'md5:<hex>' or 'gunzip-sha256:<hex>'; got {digest!r}")
-    validate_models(params)
-    validate_train(params)
-    validate_ssl(params)
+class Params(Section):
+    """params.yaml. Top-level keys are the ones scenarios override: `dvc exp run -S labeled_frac=0.1`."""
+    dataset: Dataset = Field("fashion_mnist", description="fashion_mnist, mnist or cifar10")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="feeds every random choice: split, index, "
+                                                         "initialisation, batch order, augmentation")
+    labeled_frac: float = Field(1.0, gt=0, le=1, description="fraction of the training split that keeps its labels")
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    models: list[ModelName] = Field(["cnn", "bn_cnn"], min_length=1,
+                                    description="registry models that `dvc repro` trains and compares")
+    train: TrainConfig = TrainConfig()
+    ssl: SSLConfig = SSLConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _distinct(cls, models):
+        repeated = sorted({m for m in models if models.count(m) > 1})
+        if repeated:
+            raise ValueError(f"models lists {', '.join(repeated)} more than once: each model trains once")
+        return models
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.data.sources.get(self.dataset):
+            raise ValueError(f"data.sources.{self.dataset} must list at least one mirror for dataset {self.dataset}")
+        if self.dataset not in self.data.digests:
+            raise ValueError(f"missing key data.digests.{self.dataset}")
+        if self.ssl.method == "mean_teacher" and not self.train.ema:
+            raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
+        return self
+
+
+# Reading and checking -----------------------------------------------------------------------------
+
+def _yaml() -> YAML:
+    return YAML(typ="safe", pure=True)  # YAML 1.2, as DVC reads params.yaml (ruamel.yaml)
+
+
+def parse_value(text: str):
+    """A value written on the command line (`train.lr=1e-05`, `models=[cnn, lenet]`), read as YAML 1.2."""
+    return _yaml().load(text)
+
+
+def _key(loc) -> str:
+    """('train', 'step_milestones', 0) -> 'train.step_milestones[0]'."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "[key]").lstrip(".")
+
+
+def _fields(model: type[BaseModel], prefix: str) -> dict[str, str]:
+    """{dotted key: description} of a section's own fields, for suggestions."""
+    return {prefix + name: f.description or "" for name, f in model.model_fields.items()}
+
+
+def _unknown(key: str, name: str, known, prefix: str, meanings: dict[str, str] | None = None) -> str:
+    """'unknown key X; did you mean Y?': the closest known key by name, or by the start of its meaning
+    (train.learning_rate -> train.lr, whose meaning starts 'learning rate')."""
+    def score(candidate):
+        by_name = difflib.SequenceMatcher(None, name, candidate).ratio()
+        meaning = (meanings or {}).get(prefix + candidate, "")[:len(name)]
+        return max(by_name, difflib.SequenceMatcher(None, name.replace("_", " "), meaning).ratio())
+    best = max(known, key=score, default=None)
+    hint = f"; did you mean {prefix}{best}?" if best is not None and score(best) >= 0.6 else ""
+    return f"unknown key {key}{hint}"
+
+
+def _section_at(loc) -> tuple[type[BaseModel], str]:
+    """The schema class holding the key at `loc`, and that class's dotted prefix."""
+    model, prefix = Params, ""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model, prefix = field.annotation, f"{prefix}{part}."
+    return model, prefix
+
+
+def _describe(err: dict) -> str:
+    """One pydantic error -> one line naming the key: 'train.lr must be a finite number, got nan'."""
+    key, kind, value = _key(err["loc"]), err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        model, prefix = _section_at(err["loc"])
+        return _unknown(key, str(err["loc"][-1]), list(model.model_fields), prefix, _fields(model, prefix))
+    if kind == "value_error":  # our own validators: their message is already the whole line
+        return err["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return f"missing key {key}"
+    wanted = {"float_type": "a number", "int_type": "an integer", "bool_type": "true or false",
+              "string_type": "text", "list_type": "a list", "dict_type": "a mapping of keys to values",
+              "model_type": "a mapping of keys to values", "finite_number": "a finite number",
+              "int_from_float": "an integer"}.get(kind)
+    if kind == "string_pattern_mismatch":
+        wanted = PATTERNS[err["ctx"]["pattern"]]
+    rule = f"must be {wanted}" if wanted else re.sub(r"^\w+ should", "must", err["msg"])
+    return f"{key or 'the top level'} {rule}, got {value!r}"
+
+
+def _missing(raw: dict, model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
+    """Keys of the schema that params.yaml leaves out. Every key must be written out: DVC tracks keys one
+    by one, and a setting filled in silently would not show in `dvc params diff` or `dvc exp show`."""
+    out = []
+    for name, field in model.model_fields.items():
+        if name not in raw:
+            out.append(prefix + name)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) and isinstance(raw[name], dict):
+            out += _missing(raw[name], field.annotation, f"{prefix}{name}.")
+    return out
+
+
+def validate(raw, source: str = "params.yaml") -> Params:
+    """Check every setting of a params.yaml mapping; the Params it holds, or ParamError with one line."""
+    if not isinstance(raw, dict):
+        raise ParamError(f"{source}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise ParamError(f"{source}: {_describe(first)}{more}") from None
+    missing = _missing(raw)
+    if missing:
+        raise ParamError(f"{source}: missing key {missing[0]} (default: {_default(missing[0])!r})"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     return params
 
 
-def validate_ssl(params: dict) -> None:
-    _choice(params, "ssl.method", SSL_METHODS)
-    _number(params, "ssl.threshold", 0, 1)
-    _number(params, "ssl.weight", 0, INF)
-    _number(params, "ssl.warmup_epochs", 0, 10**6, integer=True)
-    if _get(params, "ssl.unlabeled_ratio") is not None:
-        _number(params, "ssl.unlabeled_ratio", 0, INF, lo_open=True)
-    if _get(params, "ssl.method") == "mean_teacher" and not _get(params, "train.ema"):
-        raise ParamError("params.yaml: ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
+def _default(key: str):
+    node = Params()
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node.model_dump() if isinstance(node, BaseModel) else node
 
 
-# The names in fewlabels.models.MODELS, repeated here so that checking params does not import torch
-# (about 2 s in every stage); tests/test_models.py checks that the two lists agree.
-MODEL_NAMES = ("cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cifar_relu", "cifar_tanh",
-               "bn_small", "bn_wide", "vgg_bn")
+def read(path: str | Path = "params.yaml") -> dict:
+    """params.yaml as a plain mapping, unchecked: a YAML error is one line with the line number."""
+    try:
+        with open(path) as f:
+            return _yaml().load(f)
+    except FileNotFoundError:
+        raise ParamError(f"{path} not found: run from the project's root, where params.yaml is") from None
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamError(f"{path}{where}: {err.problem or err.context}") from None
 
 
-def validate_models(params: dict) -> None:
-    models = _get(params, "models")
-    if not isinstance(models, list) or not models:
-        raise ParamError("params.yaml: models must be a non-empty list of model names")
-    for name in models:
-        if name not in MODEL_NAMES:
-            raise ParamError(f"params.yaml: models: unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and check params.yaml."""
+    return validate(read(path), str(path))
 
 
-def validate_train(params: dict) -> None:
-    _choice(params, "train.optimizer", OPTIMIZERS)
-    _number(params, "train.lr", 0, INF, lo_open=True)
-    _number(params, "train.momentum", 0, 1, hi_open=True)
-    _number(params, "train.weight_decay", 0, INF)
-    _number(params, "train.batch_size", 1, 2**20, integer=True)
-    _number(params, "train.epochs", 1, 10**6, integer=True)
-    _choice(params, "train.scheduler", SCHEDULERS)
-    milestones = _get(params, "train.step_milestones")
-    if not isinstance(milestones, list) or not all(isinstance(m, int) and m >= 1 for m in milestones):
-        raise ParamError(f"params.yaml: train.step_milestones must be a list of epoch numbers >= 1, got {milestones!r}")
-    _number(params, "train.patience", 1, 10**6, integer=True)
-    _choice(params, "train.select_metric", SELECT_METRICS)
-    _number(params, "train.label_smoothing", 0, 1, hi_open=True)
-    _choice(params, "train.device", DEVICES)
-    _choice(params, "train.amp", (True, False))
-    _choice(params, "train.augment", AUGMENT_POLICIES)
-    _choice(params, "train.channels_last", (True, False))
-    _number(params, "train.ema", 0, 1, hi_open=True)
+def set_key(raw: dict, key: str, value) -> dict:
+    """Set a dotted key (`train.lr`) in a params mapping, creating sections as needed; returns `raw`."""
+    *sections, last = key.split(".")
+    node = raw
+    for part in sections:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamError(f"cannot set {key}: {part} is not a section")
+    node[last] = value
+    return raw
 
 
-def load(path: str | Path = "params.yaml") -> dict:
-    """Read and validate params.yaml."""
-    with open(path) as f:
-        params = yaml.safe_load(f)
-    if not isinstance(params, dict):
-        raise ParamError(f"{path}: expected a mapping of settings at the top level")
-    return validate(params)
+def split_override(pair: str) -> tuple[str, str]:
+    """'train.lr=1e-05' -> ('train.lr', '1e-05'): a command-line override, as `dvc exp run -S` takes it."""
+    key, sep, text = pair.partition("=")
+    if not sep or not key:
+        raise ParamError(f"expected key=value (as for dvc exp run -S), got {pair!r}")
+    return key, text
+
+
+def override(raw: dict, pairs: list[str]) -> dict:
+    """Apply `key=value` overrides to a params mapping (in place; returned); values read as YAML 1.2."""
+    for key, text in map(split_override, pairs):
+        set_key(raw, key, parse_value(text))
+    return raw
+
+
+def write(raw: dict, path: str | Path) -> None:
+    """Write a params mapping as YAML 1.2 (for scratch repositories and tests)."""
+    with open(path, "w") as f:
+        YAML().dump(raw, f)
+
+
+# Documents derived from the schema --------------------------------------------------------------
+
+def _flat(model: type[BaseModel], prefix: str = ""):
+    """(dotted key, field) for every setting, depth first in declaration order."""
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _flat(field.annotation, f"{prefix}{name}.")
+        else:
+            yield prefix + name, field
+
+
+def _type_name(annotation) -> str:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if typing.get_origin(annotation) is Annotated:
+        return _type_name(args[0])
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if typing.get_origin(annotation) in (list, dict):
+        return {list: "list", dict: "mapping"}[typing.get_origin(annotation)]
+    return annotation.__name__
+
+
+def _bounds(field) -> str:
+    marks = {}
+    for meta in field.metadata:
+        for name in ("gt", "ge", "lt", "le"):
+            if getattr(meta, name, None) is not None:
+                marks[name] = getattr(meta, name)
+    if not marks:
+        return ""
+    lo = f"({marks['gt']}" if "gt" in marks else f"[{marks['ge']}" if "ge" in marks else "(-inf"
+    hi = f"{marks['lt']})" if "lt" in marks else f"{marks['le']}]" if "le" in marks else "inf)"
+    return f" in {lo}, {hi}"
+
+
+def markdown_table() -> str:
+    """The README's params table."""
+    defaults = Params().model_dump()
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, field in _flat(Params):
+        value = defaults
+        for part in key.split("."):
+            value = value[part]
+        shown = "see params.yaml" if isinstance(value, dict) else f"`{_flow(value)}`"
+        rows.append(f"| `{key}` | {_type_name(field.annotation)}{_bounds(field)} | {shown} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _flow(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return str(value)
+
+
+def _commented(model: BaseModel) -> CommentedMap:
+    out = CommentedMap()
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out[name] = _commented(value)
+            if field.description:
+                out.yaml_set_comment_before_after_key(name, before=field.description, indent=0)
+        else:
+            out[name] = _block(value)
+            out.yaml_add_eol_comment(field.description or "", name, column=27)
+    return out
+
+
+def _block(value):
+    """Lists of scalars in flow style ([5, 8]); everything else in block style."""
+    if isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value):
+        value = CommentedSeq(value)
+        value.fa.set_flow_style()
+    return value
+
+
+YAML_HEADER = """\
+# The pipeline's settings. Every key is defined, with its type, bounds and meaning, in fewlabels/params.py;
+# this file is its defaults (`python -m fewlabels.params --yaml > params.yaml` rewrites it).
+# Change a value here, or per experiment: dvc exp run -S labeled_frac=0.1 -S train.lr=0.003
+"""
+
+
+def default_yaml() -> str:
+    out = io.StringIO()
+    yaml = YAML()
+    yaml.width = 200  # long digests stay on one line
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.dump(_commented(Params()), out)
+    return YAML_HEADER + out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print a document derived from the params schema.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--yaml", action="store_true", help="the default params.yaml")
+    what.add_argument("--markdown", action="store_true", help="the README's params table")
+    what.add_argument("--check", type=Path, metavar="PARAMS_YAML", help="validate a params file; exit 1 with one line if bad")
+    args = parser.parse_args()
+    if args.check:
+        try:
+            load(args.check)
+        except ParamError as err:
+            sys.exit(f"error: {err}")
+        print(f"{args.check}: ok")
+    else:
+        sys.stdout.write(default_yaml() if args.yaml else markdown_table())
+
+
+if __name__ == "__main__":
+    main()

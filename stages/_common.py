@@ -1,19 +1,25 @@
-"""What every stage's main() shares: load and validate params, and turn expected errors into one line."""
+"""What every stage shares: its params, and how it ends.
+
+A UserError (bad params, bad or missing data, an unusable device) is one line naming the fix, exit 1;
+Ctrl-C is one line, exit 130. Outputs are written atomically (fewlabels.atomic), so neither leaves a
+partial file. Any other exception is a bug in our code and keeps its traceback.
+"""
 import sys
-from contextlib import contextmanager
 
-from fewlabels import params as params_mod
+from fewlabels import params
+from fewlabels.errors import UserError
 
 
-@contextmanager
-def clear_errors(*kinds: type[BaseException]):
-    """Exit non-zero with one readable line (no traceback) for the errors a user can fix."""
+def load_params() -> params.Params:
+    return params.load("params.yaml")
+
+
+def run(main) -> None:
+    """Call a stage's main() the way `python -m stages.<name>` should end."""
     try:
-        yield
-    except (params_mod.ParamError, *kinds) as err:
+        main()
+    except UserError as err:
         sys.exit(f"error: {err}")
-
-
-def load_params() -> dict:
-    with clear_errors():
-        return params_mod.load("params.yaml")
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        sys.exit(130)

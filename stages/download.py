@@ -4,8 +4,8 @@ from pathlib import Path
 
 from fewlabels.atomic import atomic_path
 from fewlabels.datasets import DATASETS
-from fewlabels.download import DownloadError, fetch_all
-from stages._common import clear_errors, load_params
+from fewlabels.download import fetch_all
+from stages._common import load_params, run
 
 
 def main() -> None:
@@ -13,11 +13,11 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="data/raw/<dataset>")
     args = parser.parse_args()
     p = load_params()
-    dataset = p["dataset"]
-    files = {name: p["data"]["digests"][dataset][name] for name in DATASETS[dataset].files.values()}
-    with clear_errors(DownloadError), atomic_path(args.out, directory=True) as tmp:
-        fetch_all(files, p["data"]["sources"][dataset], tmp, p["data"]["timeout_s"], p["data"]["retries"])
+    digests = p.data.digests[p.dataset]
+    files = {name: digests[name] for name in DATASETS[p.dataset].files.values()}
+    with atomic_path(args.out, directory=True) as tmp:
+        fetch_all(files, p.data.sources[p.dataset], tmp, p.data.timeout_s, p.data.retries)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,29 +9,29 @@ import numpy as np
 import torch
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from fewlabels import prepared
 from fewlabels.atomic import atomic_path, write_json
 from fewlabels.engine import predict_trained, resolve_device
 from fewlabels.metrics import classification_metrics
 from fewlabels.models import build_model
-from stages._common import clear_errors, load_params
+from stages._common import load_params, run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model")
     parser.add_argument("checkpoint", type=Path, help="models/<model>.pt")
-    parser.add_argument("prepared", type=Path, help="data/prepared/<dataset>.npz")
+    parser.add_argument("prepared", type=Path, help="data/prepared/<dataset>")
     parser.add_argument("metrics", type=Path, help="metrics/<model>.json")
     parser.add_argument("plots", type=Path, help="eval/<model>: confusion.csv and confusion.png")
     args = parser.parse_args()
     p = load_params()
     record = torch.load(args.checkpoint, weights_only=True)
-    with np.load(args.prepared) as d:
-        x_test, y_test = torch.from_numpy(d["x_test"]), torch.from_numpy(d["y_test"])
-    with clear_errors(ValueError):
-        device = resolve_device(p["train"]["device"])
+    d = prepared.load(args.prepared, "x_test", "y_test")
+    x_test, y_test = torch.from_numpy(d["x_test"]), torch.from_numpy(d["y_test"])
+    device = resolve_device(p.train.device)
     model = build_model(record["model"], record["channels"], record["size"], len(record["classes"]))
-    logits = predict_trained(model, record, x_test, device, p["train"]["amp"])
+    logits = predict_trained(model, record, x_test, device, p.train.amp)
     test = classification_metrics(logits, y_test, record["classes"])
     best = record["history"][record["best_epoch"] - 1]
     n_train = record["n_labeled"] + record["n_unlabeled"]
@@ -65,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

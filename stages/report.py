@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fewlabels.atomic import write_json, write_text
 from fewlabels.metrics import markdown_table, summary_rows
-from stages._common import load_params
+from stages._common import load_params, run
 
 
 def main() -> None:
@@ -18,16 +18,15 @@ def main() -> None:
     args = parser.parse_args()
     p = load_params()
     per_model = {}
-    for model in p["models"]:
+    for model in p.models:
         with open(args.metrics / f"{model}.json") as f:
             per_model[model] = json.load(f)
     rows = summary_rows(per_model)
-    header = (f"# {p['dataset']}: labeled_frac={p['labeled_frac']}, ssl.method={p['ssl']['method']}, "
-              f"seed={p['seed']}\n\n")
+    header = f"# {p.dataset}: labeled_frac={p.labeled_frac}, ssl.method={p.ssl.method}, seed={p.seed}\n\n"
     write_json(args.out / "summary.json", rows)
     write_text(args.out / "summary.md", header + markdown_table(rows))
     print(header + markdown_table(rows))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

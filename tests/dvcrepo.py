@@ -1,21 +1,47 @@
 """Running git and DVC in a temporary repository, for the end-to-end tests."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from fewlabels import params
+
 REPO = Path(__file__).resolve().parent.parent  # the project checkout these tests belong to
 
 
-def run(repo: Path, *cmd: str) -> str:
-    """Run a command in `repo` with this venv's `python` and `dvc` first on PATH; return its output."""
+def write_params(directory: Path, settings: dict) -> Path:
+    """The repo's params.yaml with `settings` ({dotted key: value}) on top, checked by the schema, written
+    into `directory`: the same keys and values `dvc exp run -S key=value` would set."""
+    raw = params.read(REPO / "params.yaml")
+    for key, value in settings.items():
+        params.set_key(raw, key, value)
+    params.validate(raw)
+    params.write(raw, directory / "params.yaml")
+    return directory / "params.yaml"
+
+
+def copy_pipeline(repo: Path, settings: dict) -> Path:
+    """A copy of the pipeline's code, dvc.yaml and .gitignore in `repo`, with params.yaml plus `settings`."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in ("fewlabels", "stages"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, repo / name)
+    write_params(repo, settings)
+    return repo
+
+
+def run(repo: Path, *cmd: str, ok: bool = True) -> str:
+    """Run a command in `repo` with this venv's `python` and `dvc` first on PATH; return its output.
+    It must succeed, or with ok=False fail."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # stages must import the copies
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"  # no network here
     result = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=300)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}"
+    assert (result.returncode == 0) == ok, f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}"
     return result.stdout
 
 

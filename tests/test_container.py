@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -109,7 +109,7 @@ def test_hadolint_finds_nothing():
 
 
 def test_hadolint_ignores_are_few_and_each_justified():
-    config = yaml.safe_load(HADOLINT_CONFIG.read_text())
+    config = YAML(typ="safe", pure=True).load(HADOLINT_CONFIG)
     ignored = config.get("ignored", [])
     assert len(ignored) <= 3, f"keep the ignore list short: {ignored}"
     lines = HADOLINT_CONFIG.read_text().splitlines()
@@ -181,7 +181,7 @@ def test_apt_installs_git_and_the_offline_dataset(instructions):
 
 def test_offline_mirror_is_the_one_the_image_installs():
     """params.yaml's first Fashion-MNIST mirror is where Debian's dataset-fashion-mnist puts the files."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = YAML(typ="safe", pure=True).load(REPO / "params.yaml")
     assert params["data"]["sources"]["fashion_mnist"][0] == "file:///usr/share/datasets/fashion-mnist"
 
 
@@ -272,7 +272,7 @@ def test_dockerignore_matcher_itself():
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())
+    return YAML(typ="safe", pure=True).load(COMPOSE)
 
 
 def test_compose_service_reserves_the_gpus(compose):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import fakes
+from dvcrepo import write_params
 from fewlabels import download
 from fewlabels.download import DownloadError, fetch, fetch_all
 
@@ -185,13 +185,10 @@ def test_download_stage_is_all_or_nothing(tmp_path):
     fakes.make_idx_dataset(mirror, n_train=10, n_test=10)
     digests = fakes.digests_for(mirror)
     (mirror / fakes.IDX_FILES["test_labels"]).unlink()  # fetched last, after the other three
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["sources"]["fashion_mnist"] = [mirror.as_uri()]
-    params["data"]["digests"]["fashion_mnist"] = digests
-    params["dataset"], params["data"]["retries"] = "fashion_mnist", 0
     work = tmp_path / "work"
     work.mkdir()
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(work, {"data.sources.fashion_mnist": [mirror.as_uri()], "data.digests.fashion_mnist": digests,
+                        "dataset": "fashion_mnist", "data.retries": 0})
     result = subprocess.run([sys.executable, "-m", "stages.download", "data/raw/fashion_mnist"], cwd=work,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0

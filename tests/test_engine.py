@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from fewlabels import engine
-from fewlabels.engine import Normalize, TrainConfig, fit, predict, predict_trained, resolve_device
+from fewlabels.engine import Normalize, fit, predict, predict_trained, resolve_device
+from fewlabels.errors import DeviceError
+from fewlabels.params import TrainConfig
 from fewlabels.models import build_model
 
 SIZE = 16  # the smallest images lenet takes; keeps every fit well under a second an epoch
@@ -179,7 +181,7 @@ def test_every_optimizer_and_scheduler_trains(monkeypatch, optimizer, scheduler)
     model = tiny_model()
     before = copy.deepcopy(model.state_dict())
     result = run_fit(model, epochs=4, optimizer=optimizer, scheduler=scheduler, lr=LR,
-                     step_milestones=(2,), patience=2)
+                     step_milestones=[2], patience=2)
     lrs = [row["lr"] for row in result["history"]]
     assert result["epochs_run"] == 4
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result["history"])
@@ -204,7 +206,7 @@ def test_onecycle_survives_unlabeled_batches():
 def test_resolve_device_cuda_without_gpu_is_an_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ValueError, match="no CUDA GPU"):
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
         resolve_device("cuda")
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fewlabels import engine
+from fewlabels import engine, prepared
 from fewlabels.data import UNLABELED, IndexBatch, InMemoryImages, collate_pure, mask_labels
-from fewlabels.engine import SSLConfig, TrainConfig
+from fewlabels.params import SSLConfig, TrainConfig
 from fewlabels.models import build_model
 
 SENTINEL = 7  # the true label of every unlabeled image, and of no labeled one
@@ -107,7 +107,8 @@ class Spy:
 def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy"):
     model = build_model("cifar_tanh", 1, 28, 10)
     cfg = TrainConfig(batch_size=8, epochs=1, device="cpu", amp=False, ema=0.9 if method == "mean_teacher" else 0.0)
-    ssl = SSLConfig(method=method, warmup_epochs=0)  # weight 1 from the first epoch: unlabeled batches train
+    # Weight 1 from the first epoch, every unlabeled batch once. model_construct: 'spy' is no method of the schema.
+    ssl = SSLConfig.model_construct(method=method, warmup_epochs=0, unlabeled_ratio=None)
     return engine.fit(model, x, train_labels, labeled, unlabeled, x[:10], torch.arange(10), cfg, seed=0, ssl=ssl)
 
 
@@ -168,8 +169,8 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    np.savez("prepared.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=x.numpy()[:4], y_test=y.numpy()[:4],
-             classes=np.array([str(c) for c in range(10)]))
+    prepared.save(tmp_path / "prepared", {"x_train": x.numpy(), "y_train": y.numpy(), "x_test": x.numpy()[:4],
+                                          "y_test": y.numpy()[:4]}, tuple(str(c) for c in range(10)))
     for d, files in {"split": {"train": train, "valid": valid},
                      "index": {"labeled": labeled, "unlabeled": unlabeled}}.items():
         (tmp_path / d).mkdir()
@@ -184,7 +185,7 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
                 "images_per_s": 0.0, "device": "cpu", "mean": [0.5], "std": [0.5]}
 
     monkeypatch.setattr(stages.train, "fit", fake_fit)
-    monkeypatch.setattr(sys, "argv", ["train", "cifar_tanh", "prepared.npz", "split", "index", "model.pt", "live"])
+    monkeypatch.setattr(sys, "argv", ["train", "cifar_tanh", "prepared", "split", "index", "model.pt", "live"])
     stages.train.main()
 
     [(train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels)] = calls

@@ -69,10 +69,3 @@ def test_building_leaves_batch_norm_statistics_untouched(name):
             assert module.num_batches_tracked.item() == 0
             assert torch.equal(module.running_mean, torch.zeros_like(module.running_mean))
             assert torch.equal(module.running_var, torch.ones_like(module.running_var))
-
-
-def test_params_knows_exactly_the_registry_models():
-    """params.py lists the model names itself (so validation does not import torch): it must not drift."""
-    from fewlabels.params import MODEL_NAMES
-
-    assert MODEL_NAMES == tuple(MODELS)

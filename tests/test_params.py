@@ -1,90 +1,197 @@
-"""params.yaml validation (fewlabels.params) and how a stage reports a bad value."""
-import copy
+"""The params schema (fewlabels.params): strict checking, YAML 1.2 as DVC reads it, and what derives from it."""
 import os
-import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
-import yaml
 
-from fewlabels.params import ParamError, validate
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def repo_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+from dvcrepo import REPO, write_params
+from fewlabels import augment, engine, models, params
+from fewlabels.datasets import DATASETS
+from fewlabels.errors import ParamError
 
 
-def test_repo_params_are_valid(repo_params):
-    assert validate(copy.deepcopy(repo_params)) == repo_params
+@pytest.fixture
+def raw() -> dict:
+    return params.read(REPO / "params.yaml")
 
 
-def _set(params: dict, key: str | tuple, value) -> dict:
-    """Set a nested key: 'a.b.c', or a tuple of parts when a part holds dots (file names)."""
-    node = params
-    *parents, last = key if isinstance(key, tuple) else key.split(".")
-    for part in parents:
-        node = node[part]
-    node[last] = value
-    return params
+def check(raw: dict, *settings: str):
+    """Validate `raw` with `key=value` overrides (values read as DVC's -S writes them)."""
+    return params.validate(params.override(raw, list(settings)))
 
 
-@pytest.mark.parametrize("key, value, named", [
-    ("labeled_frac", 0, "labeled_frac"),
-    ("labeled_frac", 1.5, "labeled_frac"),
-    ("labeled_frac", "abc", "labeled_frac"),
-    ("labeled_frac", True, "labeled_frac"),  # YAML `true` is an int in Python; it must not pass as 1
-    ("labeled_frac", -0.1, "labeled_frac"),
-    ("dataset", "imagenet", "dataset"),
-    ("seed", 1.5, "seed"),
-    ("seed", -1, "seed"),
-    ("split.valid_frac", 1.0, "split.valid_frac"),
-    ("split.valid_frac", 0, "split.valid_frac"),
-    ("models", ["cnn", "resnet9000"], "models"),
-    ("models", [], "models"),
-    ("data.sources.fashion_mnist", ["ftp://x"], "data.sources.fashion_mnist"),
-    ("data.sources.fashion_mnist", [], "data.sources.fashion_mnist"),
-    (("data", "digests", "fashion_mnist", "train-images-idx3-ubyte.gz"), "sha1:abc",
-     "data.digests.fashion_mnist.train-images-idx3-ubyte.gz"),
-    (("data", "digests", "fashion_mnist", "t10k-labels-idx1-ubyte.gz"), None,
-     "data.digests.fashion_mnist.t10k-labels-idx1-ubyte.gz"),
-    ("data.timeout_s", 0, "data.timeout_s"),
-    ("data.retries", -1, "data.retries"),
+# what the repo ships ------------------------------------------------------------------------------
+
+def test_params_yaml_is_the_schemas_defaults():
+    assert (REPO / "params.yaml").read_text() == params.default_yaml(), (
+        "params.yaml differs from the schema's defaults: change the default in fewlabels/params.py and run "
+        "`python -m fewlabels.params --yaml > params.yaml` (for one run, use `dvc exp run -S key=value` instead)")
+    assert params.load(REPO / "params.yaml") == params.Params()
+
+
+def test_readme_params_table_is_generated_from_the_schema():
+    assert params.markdown_table() in (REPO / "README.md").read_text(), (
+        "README's params table is stale: paste `python -m fewlabels.params --markdown`")
+
+
+@pytest.mark.parametrize("names, registry", [
+    (params.ModelName, models.MODELS),
+    (params.Optimizer, engine.OPTIMIZERS),
+    (params.Scheduler, engine.SCHEDULERS),
+    (params.AugmentPolicy, augment.POLICIES),
+    (params.SSLMethod, engine.UNLABELED_OBJECTIVES),
+    (params.Dataset, DATASETS),
+], ids=["models", "optimizers", "schedulers", "augment", "ssl", "datasets"])
+def test_every_choice_the_schema_allows_exists_and_nothing_else(names, registry):
+    assert list(typing.get_args(names)) == list(registry)
+
+
+def test_config_objects_are_the_schema():
+    """The engine's config objects are the schema's classes, so their defaults are params.yaml's."""
+    p = params.load(REPO / "params.yaml")
+    assert engine.TrainConfig is params.TrainConfig and engine.SSLConfig is params.SSLConfig
+    assert params.TrainConfig() == p.train and params.SSLConfig() == p.ssl
+
+
+# YAML 1.2, as DVC reads and writes params.yaml -------------------------------------------------------
+
+@pytest.mark.parametrize("text, value", [
+    ("1e-05", 1e-05), ("5e-05", 5e-05), ("1e5", 1e5), ("0.001", 0.001), (".inf", float("inf")),
+    ("true", True), ("[cnn, lenet]", ["cnn", "lenet"]), ("null", None), ("yes", "yes"), ("on", "on"),
 ])
-def test_bad_value_names_its_key(repo_params, key, value, named):
-    params = _set(copy.deepcopy(repo_params), key, value)
-    with pytest.raises(ParamError, match=f"params.yaml: {re.escape(named)}\\b") as err:
-        validate(params)
-    assert "\n" not in str(err.value)  # one line, for the stage's one-line error
+def test_values_read_as_yaml_1_2(text, value):
+    """DVC writes -S train.weight_decay=0.00001 as 1e-05: a float in YAML 1.2 (PyYAML's 1.1 reads a string);
+    `yes`/`on` are strings in 1.2, not booleans."""
+    assert params.parse_value(text) == value
 
 
-def test_missing_key_is_named(repo_params):
-    params = copy.deepcopy(repo_params)
-    del params["split"]["valid_frac"]
-    with pytest.raises(ParamError, match="missing key 'split.valid_frac'"):
-        validate(params)
+def test_dvc_style_exponent_floats_validate(raw, tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        (REPO / "params.yaml").read_text().replace("weight_decay: 0.0 ", "weight_decay: 1e-05"))
+    assert params.load(tmp_path / "params.yaml").train.weight_decay == 1e-05
+    assert check(raw, "labeled_frac=5e-05").labeled_frac == 5e-05
 
 
-def test_only_the_selected_dataset_sources_are_checked(repo_params):
-    # Sources of datasets not in use may be anything: a scenario switching dataset sets its own.
-    params = _set(copy.deepcopy(repo_params), "data.sources.cifar10", ["ftp://x"])
-    validate(params)
+# one line naming the key -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, message", [
+    # typos: an unknown key is an error that suggests the closest known one
+    ("train.learning_rate=0.1", "unknown key train.learning_rate; did you mean train.lr?"),
+    ("labelled_frac=0.1", "unknown key labelled_frac; did you mean labeled_frac?"),
+    ("ssl.treshold=0.5", "unknown key ssl.treshold; did you mean ssl.threshold?"),
+    ("data.sources.imagenet=[http://x]", "data.sources.imagenet"),
+    # floats are finite
+    ("train.lr=.inf", "train.lr must be a finite number, got inf"),
+    ("train.ema=.nan", "train.ema must be a finite number, got nan"),
+    ("labeled_frac=.nan", "labeled_frac must be a finite number, got nan"),
+    ("split.valid_frac=.nan", "split.valid_frac must be a finite number, got nan"),
+    # booleans are booleans, integers are integers, numbers are numbers, list items have their type
+    ("train.amp=1", "train.amp must be true or false, got 1"),
+    ("train.channels_last=yes", "train.channels_last must be true or false, got 'yes'"),
+    ("train.step_milestones=[true]", "train.step_milestones[0] must be an integer, got True"),
+    ("train.step_milestones=[0]", "train.step_milestones[0] must be greater than or equal to 1, got 0"),
+    ("train.epochs=10.0", "train.epochs must be an integer, got 10.0"),
+    ("seed=1.5", "seed must be an integer, got 1.5"),
+    ("seed=-1", "seed must be greater than or equal to 0, got -1"),
+    ("labeled_frac=true", "labeled_frac must be a number, got True"),
+    ("labeled_frac=abc", "labeled_frac must be a number, got 'abc'"),
+    ("labeled_frac=0", "labeled_frac must be greater than 0, got 0"),
+    ("labeled_frac=1.5", "labeled_frac must be less than or equal to 1, got 1.5"),
+    ("split.valid_frac=1.0", "split.valid_frac must be less than 1, got 1.0"),
+    ("data.timeout_s=0", "data.timeout_s must be greater than 0, got 0"),
+    ("data.retries=-1", "data.retries must be greater than or equal to 0, got -1"),
+    ("ssl.unlabeled_ratio=0", "ssl.unlabeled_ratio must be greater than 0, got 0"),
+    # choices
+    ("dataset=imagenet", "dataset must be 'fashion_mnist', 'mnist' or 'cifar10', got 'imagenet'"),
+    ("train.optimizer=rmsprop", "train.optimizer must be 'adam' or 'sgd', got 'rmsprop'"),
+    ("models=[cnn, resnet9000]", "models[1] must be 'cnn', "),
+    ("models=[bn_small, bn_small]", "models lists bn_small more than once"),
+    ("models=[]", "models must have at least 1 item after validation, not 0"),
+    ("data.sources.fashion_mnist=[ftp://x]", "data.sources.fashion_mnist[0] must be an https://, http:// or file:// URL"),
+    ("data.sources.fashion_mnist=[]", "data.sources.fashion_mnist must list at least one mirror"),
+    ("ssl.method=mean_teacher", "ssl.method mean_teacher needs a teacher: set train.ema"),
+])
+def test_bad_setting_is_one_line_naming_the_key(raw, setting, message):
+    with pytest.raises(ParamError) as err:
+        check(raw, setting)
+    assert str(err.value).startswith(f"params.yaml: {message}"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_sources_of_every_dataset_are_checked(raw):
+    """Not only the selected dataset's: a scenario that switches `dataset` must not find a bad mirror list then."""
     with pytest.raises(ParamError, match="data.sources.cifar10"):
-        validate(_set(params, "dataset", "cifar10"))
+        check(raw, "data.sources.cifar10=[ftp://x]")
 
 
-@pytest.mark.parametrize("stage", ["download", "index"])
-def test_stage_with_bad_params_exits_with_one_line_and_writes_nothing(repo_params, tmp_path, stage):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(copy.deepcopy(repo_params), "labeled_frac", 1.5)))
-    args = {"download": ["data/raw/x"],
-            "index": ["data/prepared/x.npz", "data/split/train.npy", "data/index"]}[stage]
-    result = subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and "labeled_frac" in lines[0], result.stderr
+@pytest.mark.parametrize("key", ["split.valid_frac", "train.ema", "ssl"])
+def test_a_missing_key_is_named_with_its_default(raw, key):
+    *sections, last = key.split(".")
+    node = raw
+    for part in sections:
+        node = node[part]
+    del node[last]
+    with pytest.raises(ParamError, match=f"missing key {key} \\(default: "):
+        params.validate(raw)
+
+
+def test_an_unknown_file_digest_is_named(raw):
+    raw["data"]["digests"]["mnist"]["train-images.gz"] = "md5:" + "0" * 32
+    with pytest.raises(ParamError, match="unknown key data.digests.mnist.train-images.gz; did you mean "
+                                         "data.digests.mnist.train-images-idx3-ubyte.gz"):
+        params.validate(raw)
+
+
+def test_a_malformed_digest_is_named(raw):
+    raw["data"]["digests"]["fashion_mnist"]["train-images-idx3-ubyte.gz"] = "sha1:abc"
+    with pytest.raises(ParamError, match="data.digests.fashion_mnist.train-images-idx3-ubyte.gz must be 'md5:'"):
+        params.validate(raw)
+
+
+def test_a_missing_digest_is_named(raw):
+    del raw["data"]["digests"]["mnist"]["t10k-labels-idx1-ubyte.gz"]
+    with pytest.raises(ParamError, match="missing key data.digests.mnist.t10k-labels-idx1-ubyte.gz"):
+        params.validate(raw)
+
+
+def test_an_override_needs_key_and_value(raw):
+    with pytest.raises(ParamError, match="expected key=value"):
+        params.override(raw, ["train.lr"])
+    assert params.override(raw, ["train.lr=3e-3", "models=[lenet]"])["train"]["lr"] == 0.003
+
+
+# the stages ---------------------------------------------------------------------------------------
+
+def run_stage(cwd: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+
+
+STAGE_ARGS = {"download": ["data/raw/x"], "index": ["data/prepared/x", "data/split/train.npy", "data/index"]}
+
+
+@pytest.mark.parametrize("stage", STAGE_ARGS)
+@pytest.mark.parametrize("params_text, message", [
+    (None, "error: params.yaml: labeled_frac must be less than or equal to 1, got 1.5"),
+    ("seed: 0\ntrain: [unclosed\n", "error: params.yaml line 3: "),
+    ("", "error: params.yaml: expected a mapping of settings at the top level, got NoneType"),
+])
+def test_stage_with_bad_params_exits_with_one_line_and_writes_nothing(tmp_path, stage, params_text, message):
+    if params_text is None:
+        write_params(tmp_path, {}).write_text((REPO / "params.yaml").read_text().replace(
+            "labeled_frac: 1.0", "labeled_frac: 1.5"))
+    else:
+        (tmp_path / "params.yaml").write_text(params_text)
+    result = run_stage(tmp_path, stage, *STAGE_ARGS[stage])
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(message), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no data/ at all
+
+
+def test_stage_without_params_yaml_says_where_to_run(tmp_path):
+    result = run_stage(tmp_path, "index", *STAGE_ARGS["index"])
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: params.yaml not found: run from the project's root, where params.yaml is"

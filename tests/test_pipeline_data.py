@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import fakes
-from dvcrepo import REPO, commit, init, run, stages_run, stages_skipped
+from dvcrepo import REPO, commit, copy_pipeline, init, run, stages_run, stages_skipped, write_params
+from fewlabels import params as schema
+from fewlabels import prepared
 from fewlabels.datasets import DATASETS
 from fewlabels.download import file_digest
 from fewlabels.formats import load_idx_dataset
@@ -23,12 +24,7 @@ DATA_STAGES = ["download", "unpack", "split", "index"]
 @pytest.fixture
 def project(tmp_path):
     """A fresh git + DVC repo holding a copy of the pipeline, pointed at a fake Fashion-MNIST."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("fewlabels", "stages"):
-        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, repo / name)
+    repo = copy_pipeline(tmp_path / "repo", {})
     init(repo)
     mirror = tmp_path / "mirror"
     arrays = fakes.make_idx_dataset(mirror, n_train=200, n_test=50)
@@ -36,22 +32,17 @@ def project(tmp_path):
 
 
 def _point_params_at(repo: Path, url: str, mirror: Path) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["dataset"] = "fashion_mnist"
-    params["labeled_frac"] = 1.0
-    params["data"]["sources"]["fashion_mnist"] = [url]
-    params["data"]["digests"]["fashion_mnist"] = fakes.digests_for(mirror)
-    params["data"]["retries"] = 0
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(repo, {"dataset": "fashion_mnist", "labeled_frac": 1.0, "data.sources.fashion_mnist": [url],
+                        "data.digests.fashion_mnist": fakes.digests_for(mirror), "data.retries": 0})
 
 
 def _check_outputs(repo: Path, arrays: dict, labeled_frac: float) -> None:
     """Every data output holds what it should, given the fake data the mirror served."""
-    with np.load(repo / "data/prepared/fashion_mnist.npz") as d:
-        np.testing.assert_array_equal(d["x_train"][:, 0], arrays["x_train"])
-        np.testing.assert_array_equal(d["y_test"], arrays["y_test"])
-        assert tuple(d["classes"]) == DATASETS["fashion_mnist"].classes
-        labels = d["y_train"]
+    d = prepared.load(repo / "data/prepared/fashion_mnist", *prepared.ARRAYS, "classes")
+    np.testing.assert_array_equal(d["x_train"][:, 0], arrays["x_train"])
+    np.testing.assert_array_equal(d["y_test"], arrays["y_test"])
+    assert tuple(d["classes"]) == DATASETS["fashion_mnist"].classes
+    labels = d["y_train"]
     train, valid = (np.load(repo / f"data/split/{n}.npy") for n in ("train", "valid"))
     assert np.intersect1d(train, valid).size == 0
     np.testing.assert_array_equal(np.union1d(train, valid), np.arange(len(arrays["y_train"])))
@@ -86,14 +77,21 @@ def test_data_stages_under_dvc(project):
     _check_outputs(repo, arrays, labeled_frac=0.5)
     assert "Data and pipelines are up to date" in run(repo, "dvc", "status", "index")
 
+    # DVC writes -S values as YAML 1.2 (0.00001 becomes 1e-05); the stages read them the same way.
+    exp = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.75", "-S", "train.weight_decay=0.00001", "index")
+    assert stages_run(exp) == ["index"] and "weight_decay: 1e-05" in (repo / "params.yaml").read_text()
+    _check_outputs(repo, arrays, labeled_frac=0.75)
+    failed = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.00005", "index", ok=False)
+    assert "error: labeled_frac=5e-05 leaves no label for class(es)" in failed and "Traceback" not in failed
+
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"no real Fashion-MNIST at {REAL}")
 def test_real_fashion_mnist_parses_like_torchvision(tmp_path):
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     files = DATASETS["fashion_mnist"].files
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for name, digest in params["data"]["digests"]["fashion_mnist"].items():
+    params = schema.load(REPO / "params.yaml")
+    for name, digest in params.data.digests["fashion_mnist"].items():
         assert file_digest(REAL / name, digest) == digest, f"params.yaml digest of {name} does not match {REAL}"
 
     ours = load_idx_dataset(REAL, files)
@@ -108,10 +106,10 @@ def test_real_fashion_mnist_parses_like_torchvision(tmp_path):
         np.testing.assert_array_equal(ours[f"y_{split}"], read_label_file(str(plain["labels"])).numpy())
 
     # The real split with the repo's settings: stratified to within one image per class.
-    labels, valid_frac = ours["y_train"], params["split"]["valid_frac"]
-    train, valid = split_train_valid(labels, valid_frac, params["seed"])
+    labels, valid_frac = ours["y_train"], params.split.valid_frac
+    train, valid = split_train_valid(labels, valid_frac, params.seed)
     for c in range(10):
         n_c = np.sum(labels == c)
         assert abs(np.sum(labels[valid] == c) - valid_frac * n_c) <= 1
-    labeled, _ = labeled_index(train, labels, 0.01, params["seed"], DATASETS["fashion_mnist"].classes)
+    labeled, _ = labeled_index(train, labels, 0.01, params.seed, DATASETS["fashion_mnist"].classes)
     assert len(labeled) == sum(round(0.01 * np.sum(labels[train] == c)) for c in range(10))

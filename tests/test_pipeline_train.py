@@ -7,15 +7,13 @@ One test walks through what a user does: `dvc repro` from scratch, a no-op `dvc 
 import csv
 import json
 import re
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 import fakes
-from dvcrepo import REPO, commit, init, run, stages_run, stages_skipped
+from dvcrepo import commit, copy_pipeline, init, run, stages_run, stages_skipped
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +27,12 @@ AFTER_INDEX = ["index", *(f"train@{m}" for m in MODELS), *(f"evaluate@{m}" for m
 
 def make_project(tmp_path: Path) -> Path:
     """A fresh git + DVC repo with a copy of the pipeline, configured for a small fast run on fake data."""
-    repo, mirror = tmp_path / "repo", tmp_path / "mirror"
-    repo.mkdir()
-    for name in ("fewlabels", "stages"):
-        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(REPO / name, repo / name)
+    mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=N_TRAIN, n_test=N_TEST)
-
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params.update(dataset="fashion_mnist", labeled_frac=1.0, models=MODELS)
-    params["data"]["sources"]["fashion_mnist"] = [f"file://{mirror}"]
-    params["data"]["digests"]["fashion_mnist"] = fakes.digests_for(mirror)
-    params["train"].update(epochs=2, batch_size=32, device="cpu")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
+    repo = copy_pipeline(tmp_path / "repo", {
+        "dataset": "fashion_mnist", "labeled_frac": 1.0, "models": MODELS,
+        "data.sources.fashion_mnist": [f"file://{mirror}"], "data.digests.fashion_mnist": fakes.digests_for(mirror),
+        "train.epochs": 2, "train.batch_size": 32, "train.device": "cpu"})
     init(repo)
     # DVCLive cannot start in a git repo without commits ("Empty git repo"), so commit the code
     # first, as every clone of the project has.
@@ -106,6 +95,18 @@ def test_train_evaluate_report_under_dvc(tmp_path):
     # 2. Nothing changed: nothing reruns.
     again = run(repo, "dvc", "repro")
     assert stages_run(again) == [] and "Data and pipelines are up to date" in again
+
+    # 2b. Code is a dep too: editing the strong augmentation, which train and evaluate import only through the
+    # engine, makes the train stages stale, and only stages downstream of them (dvc status lists each stage
+    # whose own deps changed: the data stages are untouched).
+    augment = repo / "fewlabels/augment.py"
+    original = augment.read_text()
+    augment.write_text(original.replace("degrees: float = 20.0", "degrees: float = 25.0"))
+    status = json.loads(run(repo, "dvc", "status", "--json"))
+    stale = [f"{stage}@{m}" for stage in ("train", "evaluate") for m in MODELS]
+    assert status == {name: [{"changed deps": {"fewlabels/augment.py": "modified"}}] for name in stale}
+    augment.write_text(original)
+    assert "Data and pipelines are up to date" in run(repo, "dvc", "status")
 
     # 3. An experiment on labeled_frac reruns index and everything after it, and nothing before.
     commit(repo, "results at labeled_frac=1.0")

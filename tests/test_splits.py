@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from fewlabels.atomic import save_npy
+from fewlabels.errors import DataError, ParamError
 from fewlabels.splits import labeled_index, split_train_valid
 
 CLASSES = tuple(f"class{c}" for c in range(10))
@@ -64,7 +65,7 @@ def test_index_full_fraction_labels_everything(train_split):
 def test_index_too_small_fraction_names_the_starved_class(train_split):
     labels, train = train_split
     # class0 has the fewest training images (18): 0.02 * 18 rounds to 0 labels, class9 keeps 1.
-    with pytest.raises(ValueError, match=r"no label for class\(es\) class0\b") as err:
+    with pytest.raises(ParamError, match=r"no label for class\(es\) class0\b") as err:
         labeled_index(train, labels, 0.02, seed=0, classes=CLASSES)
     assert "class9" not in str(err.value)
     suggested = float(str(err.value).rsplit(" ", 1)[-1])
@@ -82,3 +83,17 @@ def test_index_same_seed_same_bytes_different_seed_different(train_split, tmp_pa
     np.testing.assert_array_equal(runs["a"][1], runs["b"][1])
     assert not np.array_equal(runs["a"][0], runs["c"][0])
     assert len(runs["a"][0]) == len(runs["c"][0])  # the seed changes which, not how many
+
+
+def test_split_refuses_a_class_with_one_image():
+    labels = np.array([0, 0, 1, 1, 2])  # class 2 cannot be on both sides of a stratified split
+    with pytest.raises(DataError, match="class 2 has 1 image: a stratified split needs at least 2 per class"):
+        split_train_valid(labels, 0.5, seed=0)
+
+
+def test_split_refuses_a_validation_share_too_small_for_every_class():
+    labels = np.repeat(np.arange(10), 5)  # 50 images: 1% gives validation 1 image for 10 classes
+    with pytest.raises(ParamError, match=r"split.valid_frac=0.01 gives 1 of 50 images to validation"):
+        split_train_valid(labels, 0.01, seed=0)
+    train, valid = split_train_valid(labels, 0.2, seed=0)  # 10 images: one per class
+    assert sorted(labels[valid]) == list(range(10))

@@ -3,12 +3,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from fewlabels import augment, engine
 from fewlabels.data import mask_labels
-from fewlabels.engine import SSLConfig, TrainConfig, fit
-from fewlabels.params import ParamError, validate
+from fewlabels.engine import fit
+from fewlabels.params import SSLConfig, TrainConfig
+from fewlabels.errors import ParamError
+from fewlabels.params import read, validate
 from test_engine import separable, tiny_model
 
 N = 60
@@ -21,8 +22,9 @@ def weights_after_unlabeled_only(method: str) -> tuple[dict, dict]:
     x, y = separable(N)
     vx, vy = separable(20, seed=1)
     cfg = TrainConfig(epochs=1, batch_size=20, device="cpu", lr=1e-2, ema=0.9 if method == "mean_teacher" else 0.0)
-    # threshold 0: every prediction counts as confident; no warm-up, so epoch 1 already uses them.
-    ssl = SSLConfig(method=method, threshold=0.0, warmup_epochs=0)
+    # threshold 0: every prediction counts as confident; no warm-up, so epoch 1 already uses them; with no
+    # labeled batch to count unlabeled ones against, unlabeled_ratio null keeps them all.
+    ssl = SSLConfig(method=method, threshold=0.0, warmup_epochs=0, unlabeled_ratio=None)
     result = fit(model, x, mask_labels(y, []), [], list(range(N)), vx, vy, cfg, 0, ssl)
     return before, result["state_dict"]
 
@@ -35,9 +37,9 @@ def test_unlabeled_batches_train_only_under_an_ssl_method(method, changes):
     assert changed == changes
 
 
-@pytest.mark.parametrize("threshold, trains", [(0.0, True), (1.01, False)])
+@pytest.mark.parametrize("threshold, trains", [(0.0, True), (1.0, False)])
 def test_threshold_masks_unconfident_predictions(threshold, trains):
-    """Above every possible confidence nothing is a pseudo-label: the loss is exactly zero."""
+    """At threshold 1 only certainty counts, which an untrained model never has: the loss is exactly zero."""
     torch.manual_seed(0)
     model = tiny_model()
     x = torch.randn(8, 1, 16, 16)
@@ -77,7 +79,7 @@ def test_mean_teacher_loss_is_zero_when_student_and_teacher_agree_on_any_view():
 
 def test_mean_teacher_without_a_weight_average_is_an_error():
     x, y = separable(20)
-    with pytest.raises(ValueError, match="train.ema"):
+    with pytest.raises(ParamError, match="train.ema"):
         fit(tiny_model(), x, mask_labels(y, []), [], list(range(20)), x, y, TrainConfig(device="cpu"), 0,
             SSLConfig(method="mean_teacher"))
 
@@ -170,8 +172,7 @@ def test_bad_ssl_params_name_the_key(key, value):
 
 
 def repo_params() -> dict:
-    with open(Path(__file__).parents[1] / "params.yaml") as f:
-        return yaml.safe_load(f)
+    return read(Path(__file__).parents[1] / "params.yaml")
 
 
 def test_mean_teacher_params_need_train_ema():
@@ -180,4 +181,4 @@ def test_mean_teacher_params_need_train_ema():
     with pytest.raises(ParamError, match="train.ema"):
         validate(params)
     params["train"]["ema"] = 0.99
-    assert validate(params) is params
+    assert validate(params).ssl.method == "mean_teacher"
