@@ -1,55 +1,80 @@
-"""The label-efficiency curve: test accuracy vs labeled fraction, one line per ssl.method.
+"""The label-efficiency curve: test accuracy vs labeled fraction, one line per ssl.method, mean ± std over seeds.
 
 Reads the JSON of `dvc exp show --json` and the text of `dvc queue status`; plain functions, no I/O.
 """
+import statistics
+
 import matplotlib
 
 matplotlib.use("Agg")  # batch jobs and containers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+# reports/label_curve.csv: one row per run (long form), in this column order
+FIELDS = ["labeled_frac", "method", "seed", "test_acc", "model", "epochs", "device", "train_seconds", "rev"]
 
-def _experiments(node):
-    """Every experiment/commit record in `dvc exp show --json` output: dicts whose 'data' has params."""
+
+def _records(node):
+    """(rev, data) of every commit and experiment in `dvc exp show --json`: dicts whose 'data' has params."""
     if isinstance(node, dict):
         data = node.get("data")
-        if isinstance(data, dict) and "params" in data:
-            yield data
+        if isinstance(data, dict) and "params" in data and node.get("rev") != "workspace":
+            yield node.get("rev"), data  # the workspace is a copy of a run, not a run of its own
         for value in node.values():
-            yield from _experiments(value)
+            yield from _records(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _experiments(value)
+            yield from _records(value)
 
 
-def curve_points(exp_show: list, model: str) -> dict[tuple[float, str], float]:
-    """{(labeled_frac, ssl.method): test accuracy of `model`}, newest experiment winning per cell."""
-    points = {}
-    records = sorted(_experiments(exp_show), key=lambda d: d.get("timestamp") or "")
-    for data in records:
+def curve_rows(exp_show: list, model: str) -> list[dict]:
+    """One row per (labeled_frac, ssl.method, seed) with metrics/<model>.json, the newest run winning; sorted.
+
+    Rows hold the FIELDS that `dvc exp show` knows; device and train_seconds come from each run's
+    runs/<model>.json, which the caller reads.
+    """
+    newest = {}
+    for rev, data in sorted(_records(exp_show), key=lambda r: r[1].get("timestamp") or ""):
         params = data["params"].get("params.yaml", {}).get("data", {})
         metrics = data.get("metrics", {}).get(f"metrics/{model}.json", {}).get("data")
         if not metrics or "labeled_frac" not in params:
             continue
-        points[(float(params["labeled_frac"]), params["ssl"]["method"])] = metrics["test"]["accuracy"]
-    return points
+        frac, method, seed = float(params["labeled_frac"]), params["ssl"]["method"], params["seed"]
+        newest[(frac, method, seed)] = {"labeled_frac": frac, "method": method, "seed": seed,
+                                        "test_acc": metrics[model]["test"]["accuracy"], "model": model,
+                                        "epochs": params["train"]["epochs"], "rev": rev}
+    return [newest[key] for key in sorted(newest, key=lambda k: (k[1], k[0], k[2]))]
 
 
-def curve_table(points: dict[tuple[float, str], float], methods: list[str]) -> list[dict]:
-    """Rows {labeled_frac, <method>: accuracy or None} sorted by labeled_frac: a wide CSV for DVC plots."""
-    fracs = sorted({frac for frac, _ in points})
-    return [{"labeled_frac": f, **{m: points.get((f, m)) for m in methods}} for f in fracs]
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (method, labeled_frac): mean and sample standard deviation of test accuracy over seeds, and n."""
+    cells = {}
+    for row in rows:
+        cells.setdefault((row["method"], row["labeled_frac"]), []).append(row["test_acc"])
+    return [{"method": method, "labeled_frac": frac, "mean": statistics.fmean(accs),
+             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "n": len(accs)}
+            for (method, frac), accs in sorted(cells.items())]
 
 
-def plot_curve(rows: list[dict], methods: list[str], model: str, title: str):
-    """A matplotlib figure: test accuracy vs labeled fraction (log x), one line per method."""
+def markdown_table(summary: list[dict]) -> str:
+    """labeled_frac rows x method columns of 'mean ± std (n)'."""
+    methods = sorted({s["method"] for s in summary})
+    fracs = sorted({s["labeled_frac"] for s in summary})
+    cell = {(s["method"], s["labeled_frac"]): f"{s['mean']:.4f} ± {s['std']:.4f} ({s['n']})" for s in summary}
+    lines = ["| labeled_frac | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+    lines += [f"| {f} | " + " | ".join(cell.get((m, f), "") for m in methods) + " |" for f in fracs]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(summary: list[dict], model: str, title: str):
+    """A matplotlib figure: test accuracy vs labeled fraction (log x), a line per method, ± std error bars."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in methods:
-        xs = [r["labeled_frac"] for r in rows if r[method] is not None]
-        ys = [r[method] for r in rows if r[method] is not None]
-        ax.plot(xs, ys, marker="o", label=method)
+    for method in sorted({s["method"] for s in summary}):
+        points = [s for s in summary if s["method"] == method]
+        ax.errorbar([s["labeled_frac"] for s in points], [s["mean"] for s in points],
+                    yerr=[s["std"] for s in points], marker="o", capsize=3, label=method)
     ax.set_xscale("log")
-    ax.set_xlabel("labeled fraction of the training split")
-    ax.set_ylabel(f"test accuracy ({model})")
+    ax.set_xlabel("labeled fraction of the training split (log scale)")
+    ax.set_ylabel(f"test accuracy ({model}), mean ± std over seeds")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="ssl.method")

@@ -6,6 +6,7 @@ Loss and accuracy accumulate on the device, so the hot loop never waits for the 
 import copy
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -165,8 +166,77 @@ UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "f
                         "mean_teacher": mean_teacher}
 
 
-def _train_epoch(model, ema, loader, prep, weak, opt, sched, sched_when, cfg: TrainConfig, ssl: SSLConfig,
-                 epoch: int, device, unlabeled_share: float) -> tuple[float, float, int]:
+@dataclass
+class TrainState:
+    """What changes while training, and exactly what a resume checkpoint holds (state_dict / load_state_dict):
+    with it and the run's settings, training continues as if it had never stopped."""
+    model: torch.nn.Module
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None  # a torch lr scheduler, or None
+    epoch: int = 0            # epochs finished
+    history: list = field(default_factory=list)  # one row per finished epoch
+    best_epoch: int = 0
+    best_state: dict | None = None  # state_dict of the scored module at best_epoch
+    best_score: float | None = None
+    stale: int = 0            # epochs since valid loss last improved
+    stopped: bool = False     # early stopping (or the caller) ended training before cfg.epochs
+    images_seen: int = 0      # labeled images trained on
+    train_seconds: float = 0.0
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """What is validated, checkpointed and saved: the weight average when train.ema is on."""
+        return self.ema.module if self.ema else self.model
+
+    def state_dict(self) -> dict:
+        cuda = self.model_device().type == "cuda"
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "counters": {name: getattr(self, name) for name in _COUNTERS},
+            "best_state": self.best_state,
+            # augmentation and dropout draw from these; the sampler reshuffles from (seed, epoch) alone
+            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else None},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for name, value in state["counters"].items():
+            setattr(self, name, value)
+        self.best_state = state["best_state"]
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def model_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+_COUNTERS = ("epoch", "history", "best_epoch", "best_score", "stale", "stopped", "images_seen", "train_seconds")
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What stays fixed for one run: the data path and the settings an epoch needs."""
+    loader: DataLoader
+    sampler: PureBatchSampler
+    prep: object        # uint8 images on the device -> normalised float in the run's memory layout
+    weak: object        # the weak augmentation policy
+    cfg: TrainConfig
+    ssl: SSLConfig
+    device: torch.device
+    sched_when: str | None  # when the scheduler steps: 'batch' | 'epoch' | 'valid_loss' | None
+    unlabeled_share: float  # unlabeled batches per labeled batch (>= 1)
+
+
+def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, float, int]:
     """One pass over the sampler's batches; returns (train loss, train accuracy, labeled images seen).
 
     One optimizer step per labeled batch: the gradients of the unlabeled batches since the previous
@@ -174,54 +244,77 @@ def _train_epoch(model, ema, loader, prep, weak, opt, sched, sched_when, cfg: Tr
     minimises labeled loss + weight x mean unlabeled loss, as FixMatch does with mixed batches.
     Loss and accuracy accumulate on the device: the only host synchronisation is at the end.
     """
+    model, cfg, ssl, device = state.model, loop.cfg, loop.ssl, loop.device
     unlabeled_loss = UNLABELED_OBJECTIVES[ssl.method]
-    unlabeled_weight = ramp(ssl, epoch) / unlabeled_share
-    teacher = ema.module if ema else model
+    unlabeled_weight = ramp(ssl, epoch) / loop.unlabeled_share
+    teacher = state.scored
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen, pending = 0, False  # pending: unlabeled gradients waiting for the next step
-    opt.zero_grad(set_to_none=True)
-    for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0):
+    state.optimizer.zero_grad(set_to_none=True)
+    # disable=None: a bar on a terminal only; logs in files keep just the epoch line
+    for batch in tqdm(loop.loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1.0, disable=None):
         if not batch.labeled:
             if unlabeled_weight == 0:
                 continue
             with _autocast(device, cfg.amp):
-                loss = unlabeled_loss(model, prep(batch.x), ssl, weak, teacher)
+                loss = unlabeled_loss(model, loop.prep(batch.x), ssl, loop.weak, teacher)
             if loss is not None:
                 (unlabeled_weight * loss).backward()
                 pending = True
             continue
         with _autocast(device, cfg.amp):
-            logits = model(weak(prep(batch.x)))
+            logits = model(loop.weak(loop.prep(batch.x)))
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
         loss.backward()
-        _step(model, ema, opt)
+        _step(state)
         pending = False
-        if sched_when == "batch":
-            sched.step()
+        if loop.sched_when == "batch":
+            state.scheduler.step()
         loss_sum += loss.detach() * len(batch.y)
         correct += (logits.argmax(1) == batch.y).sum()
         seen += len(batch.y)
     if pending:  # unlabeled batches after the epoch's last labeled one (or an epoch with no labels)
-        _step(model, ema, opt)
+        _step(state)
     return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1), seen
 
 
-def _step(model, ema, opt) -> None:
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    if ema:
-        ema.update_parameters(model)
+def _step(state: TrainState) -> None:
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema:
+        state.ema.update_parameters(state.model)
+
+
+def _end_epoch(state: TrainState, loop: Loop, row: dict, stop: bool) -> None:
+    """After an epoch's validation: step the epoch schedulers, keep the best checkpoint, early stopping."""
+    cfg = loop.cfg
+    if loop.sched_when == "epoch":
+        state.scheduler.step()
+    elif loop.sched_when == "valid_loss":
+        state.scheduler.step(row["valid_loss"])
+    score = row["valid_acc"] if cfg.select_metric == "valid_acc" else -row["valid_loss"]
+    if state.best_score is None or score > state.best_score:
+        state.best_score, state.best_epoch = score, row["epoch"]
+        state.best_state = copy.deepcopy(state.scored.state_dict())
+    # Early stopping watches valid loss whatever metric picks the checkpoint.
+    state.stale = 0 if row["valid_loss"] <= min(r["valid_loss"] for r in state.history) else state.stale + 1
+    if state.stale >= cfg.patience and not stop:
+        print(f"early stop: valid loss has not improved for {cfg.patience} epochs")
+    state.stopped = stop or state.stale >= cfg.patience
 
 
 def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, valid_labels,
-        cfg: TrainConfig, seed: int, ssl: SSLConfig = SSLConfig(), log_epoch=None) -> dict:
+        cfg: TrainConfig, seed: int, ssl: SSLConfig = SSLConfig(), log_epoch=None,
+        resume: dict | None = None, save_state=None) -> dict:
     """Train `model`; return the best state_dict (by cfg.select_metric) and the per-epoch history.
 
     train_labels must already be masked (fewlabels.data.mask_labels): the engine never sees the
     label of an unlabeled index. `log_epoch(row, scored)` is called with each epoch's metrics and the
     module they scored (`model`, or its weight average when cfg.ema is on); returning True stops training.
+    `save_state(state_dict)` is called after every epoch with what `resume` takes to continue from there
+    exactly (TrainState.state_dict()): the same final weights as a run that never stopped.
     """
     if ssl.method == "mean_teacher" and not cfg.ema:
         raise ParamError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
@@ -235,65 +328,52 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     def prep(x):
         return normalize(x).contiguous(memory_format=layout)
 
-    weak = augment.POLICIES[cfg.augment]
     dataset = InMemoryImages(train_images.to(device), train_labels.to(device))
     sampler = PureBatchSampler(labeled, unlabeled, cfg.batch_size, seed, device=device,
                                unlabeled_per_labeled=None if ssl.method == "skip" else ssl.unlabeled_ratio)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure)
-    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
-    sched, sched_when = SCHEDULERS[cfg.scheduler](opt, cfg, sampler.n_batches(True))
+    optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    scheduler, sched_when = SCHEDULERS[cfg.scheduler](optimizer, cfg, sampler.n_batches(True))
     # The averaged copy also averages batch-norm statistics (use_buffers), so it is ready to evaluate.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     if ema:
         ema.eval()  # as a teacher too: no dropout, and batch norm keeps its averaged statistics
-    scored = ema.module if ema else model
-    unlabeled_share = max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True)))
+    loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep,
+                augment.POLICIES[cfg.augment], cfg, ssl, device, sched_when,
+                unlabeled_share=max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True))))
+    state = TrainState(model, ema, optimizer, scheduler)
+    if resume is not None:
+        state.load_state_dict(resume)
+        print(f"resuming after epoch {state.epoch}/{cfg.epochs}", flush=True)
     valid_labels = valid_labels.to(device)
 
-    history, best, best_score, stale, seen, train_seconds = [], None, None, 0, 0, 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    while not state.stopped and state.epoch < cfg.epochs:
+        epoch = state.epoch + 1
         sampler.set_epoch(epoch)
         start = time.perf_counter()
-        train_loss, train_acc, n = _train_epoch(model, ema, loader, prep, weak, opt, sched, sched_when, cfg, ssl,
-                                                epoch, device, unlabeled_share)
+        train_loss, train_acc, n = _train_epoch(state, loop, epoch)
         epoch_seconds = time.perf_counter() - start  # _train_epoch's .item() waited for the device
-        train_seconds += epoch_seconds
-        seen += n
-        valid_loss, valid_acc = loss_and_accuracy(predict(scored, prep, valid_images, device, cfg.amp), valid_labels)
-        lr = opt.param_groups[0]["lr"]
+        valid_loss, valid_acc = loss_and_accuracy(predict(state.scored, prep, valid_images, device, cfg.amp),
+                                                  valid_labels)
+        lr = optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
                "valid_acc": valid_acc, "lr": lr, "seconds": epoch_seconds}
-        history.append(row)
+        state.history.append(row)
+        state.epoch, state.images_seen, state.train_seconds = epoch, state.images_seen + n, state.train_seconds + epoch_seconds
         print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"valid loss {valid_loss:.4f} acc {valid_acc:.4f}  lr {lr:.2e}  {epoch_seconds:.1f}s  ({device.type})",
               flush=True)
-        stop = log_epoch(row, scored) if log_epoch else False
-        if sched_when == "epoch":
-            sched.step()
-        elif sched_when == "valid_loss":
-            sched.step(valid_loss)
-
-        score = valid_acc if cfg.select_metric == "valid_acc" else -valid_loss
-        if best_score is None or score > best_score:
-            best_score, best = score, {"epoch": epoch, "state_dict": copy.deepcopy(scored.state_dict())}
-        if stop:
-            break
-        # Early stopping watches valid loss whatever metric picks the checkpoint.
-        if valid_loss <= min(r["valid_loss"] for r in history):
-            stale = 0
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                print(f"early stop: valid loss has not improved for {cfg.patience} epochs")
-                break
+        stop = bool(log_epoch(row, state.scored)) if log_epoch else False
+        _end_epoch(state, loop, row, stop)
+        if save_state:
+            save_state(state.state_dict())
 
     return {
-        "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()},
-        "best_epoch": best["epoch"],
-        "history": history,
-        "epochs_run": len(history),
-        "train_seconds": train_seconds,
-        "images_per_s": seen / train_seconds if train_seconds else 0.0,
+        "state_dict": {k: v.cpu() for k, v in state.best_state.items()},
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "epochs_run": len(state.history),
+        "train_seconds": state.train_seconds,
+        "images_per_s": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "device": str(device),
         "mean": mean,
         "std": std,

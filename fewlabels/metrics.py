@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, f1_score
 
+SCORES = ("accuracy", "loss", "macro_f1")  # what metrics/<model>.json holds per split: scores, nothing else
+
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
     """Loss, accuracy, macro-F1, per-class accuracy and the confusion matrix (rows: true class)."""
@@ -21,29 +23,36 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     }
 
 
-SUMMARY_COLUMNS = [  # (header, key in the per-model metrics JSON)
-    ("params", "n_parameters"),
-    ("epochs", "epochs_run"),
-    ("train loss", "train.loss"), ("train acc", "train.accuracy"),
-    ("valid loss", "valid.loss"), ("valid acc", "valid.accuracy"),
-    ("test loss", "test.loss"), ("test acc", "test.accuracy"), ("test macro-F1", "test.macro_f1"),
-    ("train s", "train_seconds"),
+def scores(metrics: dict) -> dict:
+    """The part of classification_metrics that is a DVC metric."""
+    return {k: metrics[k] for k in SCORES}
+
+
+# (header, file, key): file "metrics" is metrics/<model>.json (scores), "run" is runs/<model>.json (what the
+# training run was and took).
+SUMMARY_COLUMNS = [
+    ("params", "run", "n_parameters"),
+    ("best epoch", "run", "best_epoch"),
+    ("valid acc", "metrics", "valid.accuracy"),
+    ("test loss", "metrics", "test.loss"), ("test acc", "metrics", "test.accuracy"),
+    ("test macro-F1", "metrics", "test.macro_f1"),
+    ("train s", "run", "train_seconds"),
 ]
 
 
-def _lookup(metrics: dict, key: str):
+def _lookup(record: dict, key: str):
     for part in key.split("."):
-        metrics = metrics[part]
-    return metrics
+        record = record[part]
+    return record
 
 
-def summary_rows(per_model: dict[str, dict]) -> dict[str, dict]:
-    """{model: {header: value}} for the comparison table."""
-    return {model: {h: _lookup(m, k) for h, k in SUMMARY_COLUMNS} for model, m in per_model.items()}
+def summary_rows(per_model: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """{model: {"metrics": ..., "run": ...}} -> {model: {header: value}} for the comparison table."""
+    return {model: {h: _lookup(files[f], k) for h, f, k in SUMMARY_COLUMNS} for model, files in per_model.items()}
 
 
 def markdown_table(rows: dict[str, dict]) -> str:
-    headers = ["model"] + [h for h, _ in SUMMARY_COLUMNS]
+    headers = ["model"] + [h for h, _, _ in SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for model, row in rows.items():
         cells = [f"{v:,}" if isinstance(v, int) else f"{v:.4f}" if "loss" in h or "acc" in h or "F1" in h

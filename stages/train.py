@@ -1,7 +1,12 @@
 """Stage train@<model>: fit one registry model on the labeled (and maybe unlabeled) training images.
 
-Writes models/<model>.pt (best state_dict + what rebuilds the model + the training record)
-and per-epoch curves with DVCLive in dvclive/<model>/.
+Writes models/<model>.pt (best state_dict, what rebuilds the model, the per-epoch history: the same bytes
+for the same params on the CPU), runs/<model>.json (what the run was and took: device, seconds, images/s,
+not a DVC metric) and per-epoch curves with DVCLive in dvclive/<model>/.
+
+After every epoch the run's state goes to <resume>/<key>.pt (fewlabels.checkpoint.ResumeStore): a run that
+was killed continues from its last finished epoch when rerun with the same params, data and code, and ends
+with the weights an uninterrupted run would have had. A successful run removes it.
 """
 import argparse
 from pathlib import Path
@@ -10,12 +15,18 @@ import numpy as np
 import torch
 from dvclive import Live
 
-from fewlabels import prepared
-from fewlabels.atomic import atomic_path
+from fewlabels import checkpoint, prepared
+from fewlabels.atomic import write_json
 from fewlabels.data import fit_inputs
-from fewlabels.engine import fit
+from fewlabels.engine import fit, resolve_device
 from fewlabels.models import build_model, count_parameters
 from stages._common import load_params, run
+
+CURVES = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr")  # per epoch, to DVCLive
+# What the model file keeps of each epoch's row. Its rows are rebuilt with these very key objects: pickle
+# writes a repeated key once and refers back to it, so rows whose keys came from an unpickled resume state
+# would give other bytes for the same content.
+HISTORY = ("epoch", *CURVES)
 
 
 def main() -> None:
@@ -25,7 +36,9 @@ def main() -> None:
     parser.add_argument("split", type=Path, help="data/split (train.npy, valid.npy)")
     parser.add_argument("index", type=Path, help="data/index (labeled.npy, unlabeled.npy)")
     parser.add_argument("out", type=Path, help="models/<model>.pt")
+    parser.add_argument("run_record", type=Path, help="runs/<model>.json")
     parser.add_argument("live", type=Path, help="dvclive/<model>")
+    parser.add_argument("--resume", type=Path, required=True, help=".resume/<model>: resume states (git-ignored)")
     args = parser.parse_args()
     p = load_params()
     d = prepared.load(args.prepared, "x_train", "y_train", "classes")
@@ -37,22 +50,46 @@ def main() -> None:
     model = build_model(args.model, channels, size, len(classes))
     n_params = count_parameters(model)
     print(f"{args.model}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
-    with Live(str(args.live), dvcyaml=None, save_dvc_exp=False) as live:
-        def log_epoch(row, scored):
-            for key in ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr"):
-                split, _, metric = key.partition("_")
-                live.log_metric(f"{split}/{metric}" if metric else key, row[key])
-            live.next_step()
 
-        inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
-        result = fit(model, *inputs, p.train, p.seed, p.ssl, log_epoch)
-    record = {
+    device = resolve_device(p.train.device)
+    store = checkpoint.ResumeStore(args.resume, checkpoint.run_key(
+        model=args.model, seed=p.seed, labeled_frac=p.labeled_frac, train=p.train.model_dump(),
+        ssl=p.ssl.model_dump(), device=device.type, code=checkpoint.project_sources(),
+        data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled)))
+    resume = store.load(device)
+    try:
+        # DVC deletes a stage's outputs (these curves too) before it reruns the stage: a resumed run replays
+        # the finished epochs' rows, so the curves come out as an uninterrupted run's.
+        with Live(str(args.live), dvcyaml=None, save_dvc_exp=False) as live:
+            def log_epoch(row, scored):
+                for key in CURVES:
+                    split, _, metric = key.partition("_")
+                    live.log_metric(f"{split}/{metric}" if metric else key, row[key])
+                live.next_step()
+
+            for row in resume["counters"]["history"] if resume else []:
+                log_epoch(row, None)
+            inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
+            result = fit(model, *inputs, p.train, p.seed, p.ssl, log_epoch, resume=resume, save_state=store.save)
+    except KeyboardInterrupt:
+        if store.saved_epoch is None:
+            raise
+        raise KeyboardInterrupt(f"no model written; epoch {store.saved_epoch} is kept in {store.path}, "
+                                "rerun to continue from there") from None
+
+    checkpoint.save(args.out, {  # deterministic: no wall-clock figure, so evaluate does not rerun for nothing
         "model": args.model, "channels": channels, "size": size, "classes": classes,
-        "n_parameters": n_params, "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
-        "labeled_frac": p.labeled_frac, "ssl": p.ssl.model_dump(), **result,
-    }
-    with atomic_path(args.out) as tmp:
-        torch.save(record, tmp)
+        "state_dict": result["state_dict"], "mean": result["mean"], "std": result["std"],
+        "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
+        "history": [{k: row[k] for k in HISTORY} for row in result["history"]],
+    })
+    write_json(args.run_record, {
+        "device": result["device"], "n_parameters": n_params, "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
+        "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
+        "train_seconds": result["train_seconds"], "images_per_s": result["images_per_s"],
+        "epoch_seconds": [row["seconds"] for row in result["history"]],
+    })
+    store.clear()
     print(f"{args.model}: best epoch {result['best_epoch']}, {result['train_seconds']:.1f}s training, "
           f"{result['images_per_s']:,.0f} images/s on {result['device']} -> {args.out}")
 

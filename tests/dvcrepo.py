@@ -33,13 +33,18 @@ def copy_pipeline(repo: Path, settings: dict) -> Path:
     return repo
 
 
-def run(repo: Path, *cmd: str, ok: bool = True) -> str:
-    """Run a command in `repo` with this venv's `python` and `dvc` first on PATH; return its output.
-    It must succeed, or with ok=False fail."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # stages must import the copies
+def child_env() -> dict:
+    """This venv's `python` and `dvc` first on PATH, and no PYTHONPATH: stages must import the repo's copies."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"  # no network here
-    result = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return env
+
+
+def run(repo: Path, *cmd: str, ok: bool = True, env: dict | None = None) -> str:
+    """Run a command in `repo` with this venv's `python` and `dvc` first on PATH (and `env` on top); return its
+    output. It must succeed, or with ok=False fail."""
+    result = subprocess.run(cmd, cwd=repo, env=child_env() | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=300)
     assert (result.returncode == 0) == ok, f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}"
     return result.stdout

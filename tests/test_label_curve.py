@@ -1,21 +1,23 @@
 """The label-efficiency curve: reading `dvc exp show --json`, and the one-command sweep end to end."""
 import csv
+import json
 import shutil
 
 import matplotlib.image
 import pytest
 
-from fewlabels.curve import curve_points, curve_table, queue_tasks
+from fewlabels.curve import curve_rows, markdown_table, queue_tasks, summarize
 from dvcrepo import REPO, commit, run
 from test_pipeline_train import make_project
 
 
-def record(frac, method, acc, timestamp, model="cnn"):
+def record(frac, method, acc, timestamp, model="cnn", seed=0, rev=None):
     """One commit/experiment record shaped like DVC 3's `dvc exp show --json`."""
-    return {"rev": timestamp, "data": {
+    params = {"labeled_frac": frac, "seed": seed, "ssl": {"method": method}, "train": {"epochs": 10}}
+    return {"rev": rev or f"sha-{timestamp}", "data": {
         "timestamp": timestamp,
-        "params": {"params.yaml": {"data": {"labeled_frac": frac, "ssl": {"method": method}}}},
-        "metrics": {f"metrics/{model}.json": {"data": {"test": {"accuracy": acc}}}} if acc is not None else {},
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {f"metrics/{model}.json": {"data": {model: {"test": {"accuracy": acc}}}}} if acc is not None else {},
     }}
 
 
@@ -25,26 +27,37 @@ def exp_show(*experiments, baseline=record(1.0, "skip", 0.92, "2026-01-01T00:00:
             baseline | {"experiments": [{"revs": [e]} for e in experiments]}]
 
 
-def test_curve_points_one_per_cell_newest_wins():
+def test_curve_rows_one_per_run_newest_wins_sorted():
     show = exp_show(
         record(0.1, "skip", 0.85, "2026-01-02T00:00:00"),
-        record(0.1, "skip", 0.87, "2026-01-03T00:00:00"),      # rerun of the same cell: newer wins
+        record(0.1, "skip", 0.87, "2026-01-03T00:00:00"),      # rerun of the same cell and seed: newer wins
+        record(0.1, "skip", 0.80, "2026-01-03T00:00:01", seed=1),  # another seed: its own row
         record(0.1, "fixmatch", 0.90, "2026-01-02T00:00:00"),
-        record(0.05, "fixmatch", None, "2026-01-04T00:00:00"),  # failed: no metrics, no point
+        record(0.05, "fixmatch", None, "2026-01-04T00:00:00"),  # failed: no metrics, no row
     )
-    assert curve_points(show, "cnn") == {(1.0, "skip"): 0.92, (0.1, "skip"): 0.87, (0.1, "fixmatch"): 0.90}
+    rows = curve_rows(show, "cnn")
+    assert [(r["method"], r["labeled_frac"], r["seed"], r["test_acc"]) for r in rows] == [
+        ("fixmatch", 0.1, 0, 0.90), ("skip", 0.1, 0, 0.87), ("skip", 0.1, 1, 0.80), ("skip", 1.0, 0, 0.92)]
+    assert rows[1]["rev"] == "sha-2026-01-03T00:00:00" and rows[1]["epochs"] == 10 and rows[1]["model"] == "cnn"
 
 
-def test_curve_points_of_another_model_are_absent():
-    assert curve_points(exp_show(record(0.1, "skip", 0.85, "t")), "bn_cnn") == {}
+def test_the_workspace_is_not_a_run_of_its_own():
+    rows = curve_rows([record(0.3, "skip", 0.5, None) | {"rev": "workspace"}], "cnn")
+    assert rows == []
 
 
-def test_curve_table_is_wide_and_sorted_with_gaps_as_none():
-    points = {(0.1, "skip"): 0.87, (0.01, "skip"): 0.7, (0.1, "fixmatch"): 0.9}
-    assert curve_table(points, ["skip", "fixmatch"]) == [
-        {"labeled_frac": 0.01, "skip": 0.7, "fixmatch": None},
-        {"labeled_frac": 0.1, "skip": 0.87, "fixmatch": 0.9},
-    ]
+def test_curve_rows_of_another_model_are_absent():
+    assert curve_rows(exp_show(record(0.1, "skip", 0.85, "t")), "bn_cnn") == []
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    rows = [{"method": "skip", "labeled_frac": 0.1, "test_acc": a} for a in (0.80, 0.82, 0.84)]
+    rows.append({"method": "fixmatch", "labeled_frac": 0.1, "test_acc": 0.9})
+    summary = summarize(rows)
+    assert [(s["method"], s["n"]) for s in summary] == [("fixmatch", 1), ("skip", 3)]
+    assert summary[1]["mean"] == pytest.approx(0.82) and summary[1]["std"] == pytest.approx(0.02)
+    assert summary[0]["std"] == 0.0
+    assert markdown_table(summary).splitlines()[2] == "| 0.1 | 0.9000 ± 0.0000 (1) | 0.8200 ± 0.0200 (3) |"
 
 
 @pytest.mark.slow
@@ -63,24 +76,45 @@ Worker status: 1 active, 0 idle
     assert queue_tasks("Task     Name        Created    Status\n\nWorker status: 0 active, 0 idle\n") == {}
 
 
+def test_grid_is_fracs_by_methods_by_seeds_without_ssl_at_full_labels(monkeypatch):
+    from bench import label_curve
+
+    queued = []
+    monkeypatch.setattr(label_curve, "dvc", lambda *args: queued.append(args[3:]))
+    assert label_curve.queue_grid([0.1, 1.0], ["skip", "fixmatch"], [0, 1], ["train.epochs=3"]) == 6
+    assert queued[0] == ("-S", "labeled_frac=0.1", "-S", "ssl.method=skip", "-S", "seed=0", "-S", "train.epochs=3")
+    assert {q[3] for q in queued if q[1] == "labeled_frac=1.0"} == {"ssl.method=skip"}
+
+
 def test_label_curve_command_queues_runs_and_draws(tmp_path):
     repo = make_project(tmp_path)
     (repo / "bench").mkdir()
     shutil.copy(REPO / "bench" / "label_curve.py", repo / "bench")
     commit(repo, "curve script")
     out = run(repo, "python", "bench/label_curve.py", "--fracs", "0.5", "1.0", "--methods", "skip", "fixmatch",
-              "--set", "train.epochs=1", "--model", "lenet")
+              "--seeds", "3", "--set", "train.epochs=1", "--set", "models=[lenet]", "--model", "lenet")
     assert "queued 3 experiments" in out  # fixmatch at 1.0 is not run: nothing is unlabeled
 
     with open(repo / "reports" / "label_curve.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["labeled_frac"] for r in rows] == ["0.5", "1.0"]
-    assert all(0 <= float(r[m]) <= 1 for r in rows for m in ("skip", "fixmatch"))
-    assert rows[1]["fixmatch"] == rows[1]["skip"]
+    assert [(r["method"], r["labeled_frac"], r["seed"]) for r in rows] == [
+        ("fixmatch", "0.5", "3"), ("skip", "0.5", "3"), ("skip", "1.0", "3")]
+    assert all(0 <= float(r["test_acc"]) <= 1 and r["device"] == "cpu" and float(r["train_seconds"]) > 0
+               and r["epochs"] == "1" for r in rows)
+    assert "| 0.5 | " in out and " (1) |" in out  # the table of means
     image = matplotlib.image.imread(repo / "reports" / "label_curve.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
 
-    # The same points as a DVC plot.
-    run(repo, "dvc", "plots", "show", "-o", "plots", "reports/label_curve.csv")
-    html = (repo / "plots" / "index.html").read_text()
-    assert "label efficiency" in html and rows[0]["skip"] in html
+    # The same runs as a DVC plot through the custom template: log x axis, titled axes, a line per method.
+    (repo / ".dvc" / "plots").mkdir(exist_ok=True)
+    shutil.copy(REPO / ".dvc" / "plots" / "label_curve.json", repo / ".dvc" / "plots")
+    out = run(repo, "dvc", "plots", "show", "--json")
+    # (after DVC's note that the experiments' models=[lenet] left cifar_tanh's plots out of the workspace)
+    [plot] = json.loads(out[out.index("{"):])["data"]["reports/label_curve.csv"]
+    spec = plot["content"]
+    assert spec["encoding"]["x"]["scale"] == {"type": "log"}
+    assert spec["encoding"]["x"]["title"] == "labeled fraction of the training split (log scale)"
+    assert {layer["encoding"]["y"]["title"] for layer in spec["layer"]} == {"test accuracy (mean ± std over seeds)"}
+    assert spec["encoding"]["color"]["field"] == "method"
+    assert [(v["method"], v["labeled_frac"], v["seed"]) for v in spec["data"]["values"]] == \
+        [(r["method"], r["labeled_frac"], r["seed"]) for r in rows]

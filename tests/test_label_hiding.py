@@ -4,6 +4,7 @@ The trick used throughout: every unlabeled image gets the true label SENTINEL (7
 image does, so finding a 7 anywhere the training loop can look means a hidden label leaked.
 Images carry their own index in pixel [0, 0, 0], so a recorded batch tells which images it holds.
 """
+import json
 import sys
 
 import numpy as np
@@ -179,13 +180,15 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_fit(model, train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels, *rest):
+    def fake_fit(model, train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels, *rest,
+                 **options):
         calls.append((train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels))
         return {"state_dict": {}, "best_epoch": 1, "history": [], "epochs_run": 0, "train_seconds": 0.0,
                 "images_per_s": 0.0, "device": "cpu", "mean": [0.5], "std": [0.5]}
 
     monkeypatch.setattr(stages.train, "fit", fake_fit)
-    monkeypatch.setattr(sys, "argv", ["train", "cifar_tanh", "prepared", "split", "index", "model.pt", "live"])
+    monkeypatch.setattr(sys, "argv", ["train", "cifar_tanh", "prepared", "split", "index", "model.pt", "run.json",
+                                      "live", "--resume", "resume"])
     stages.train.main()
 
     [(train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels)] = calls
@@ -197,5 +200,5 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     assert (train_labels[unlabeled_pos] == UNLABELED).all()
     assert train_labels[labeled_pos].tolist() == y[labeled].tolist()
     assert indices_of(valid_images) == valid.tolist() and valid_labels.tolist() == y[valid].tolist()
-    record = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert (record["n_labeled"], record["n_unlabeled"]) == (len(labeled), len(unlabeled))
+    run_record = json.loads((tmp_path / "run.json").read_text())
+    assert (run_record["n_labeled"], run_record["n_unlabeled"]) == (len(labeled), len(unlabeled))

@@ -7,13 +7,15 @@ One test walks through what a user does: `dvc repro` from scratch, a no-op `dvc 
 import csv
 import json
 import re
+import shlex
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import fakes
-from dvcrepo import commit, copy_pipeline, init, run, stages_run, stages_skipped
+from fewlabels.metrics import SCORES
+from dvcrepo import REPO, commit, copy_pipeline, init, run, stages_run, stages_skipped
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +43,14 @@ def make_project(tmp_path: Path) -> Path:
 
 
 def metrics(repo: Path, model: str) -> dict:
-    return json.loads((repo / "metrics" / f"{model}.json").read_text())
+    """The model's scores: metrics/<model>.json holds them under the model's name."""
+    scores = json.loads((repo / "metrics" / f"{model}.json").read_text())
+    assert list(scores) == [model]
+    return scores[model]
 
 
 def check_results(repo: Path, labeled_frac: float) -> None:
-    """Per-model metrics are sane and consistent with the split; the summary has one row per model."""
+    """Metrics hold scores only; runs/ holds what the run was; the summary has one row per model."""
     import numpy as np
 
     n_train = len(np.load(repo / "data/split/train.npy"))
@@ -53,15 +58,22 @@ def check_results(repo: Path, labeled_frac: float) -> None:
     assert 0 < n_train < N_TRAIN
     for model in MODELS:
         m = metrics(repo, model)
-        assert m["model"] == model and m["labeled_frac"] == labeled_frac
-        assert 0 <= m["test"]["accuracy"] <= 1 and 0 <= m["test"]["macro_f1"] <= 1
-        assert m["n_labeled"] + m["n_unlabeled"] == n_train and m["n_labeled"] == n_labeled
-        assert m["epochs_run"] == 2 and m["device"] == "cpu"
-        assert (repo / "models" / f"{model}.pt").is_file()
+        assert m.keys() == {"test", "valid"} and all(m[s].keys() == set(SCORES) for s in m)
+        assert all(0 <= m[s]["accuracy"] <= 1 and 0 <= m[s]["macro_f1"] <= 1 for s in m)
+        run_record = json.loads((repo / "runs" / f"{model}.json").read_text())
+        assert run_record["n_labeled"] + run_record["n_unlabeled"] == n_train and run_record["n_labeled"] == n_labeled
+        assert run_record["epochs_run"] == 2 and run_record["device"] == "cpu"
     summary = (repo / "reports/summary.md").read_text()
     assert f"labeled_frac={labeled_frac}" in summary
     for model in MODELS:
-        assert len(re.findall(rf"^\| {model} \|", summary, flags=re.M)) == 1, summary
+        [row] = re.findall(rf"^\| {model} \|.*$", summary, flags=re.M)
+        assert f"| {metrics(repo, model)['test']['accuracy']:.4f} |" in row
+
+
+def readme_exp_show_command() -> list[str]:
+    """The README's `dvc exp show ...` command for comparing scenarios at a glance, as argv."""
+    [line] = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("dvc exp show --")]
+    return shlex.split(line.split("  #")[0])
 
 
 def embedded_plots(html: str) -> dict[str, dict]:
@@ -90,7 +102,7 @@ def test_train_evaluate_report_under_dvc(tmp_path):
     first = run(repo, "dvc", "repro")
     assert stages_run(first) == DATA_STAGES + AFTER_INDEX
     check_results(repo, labeled_frac=1.0)
-    assert metrics(repo, MODELS[0])["n_unlabeled"] == 0
+    assert json.loads((repo / "runs" / f"{MODELS[0]}.json").read_text())["n_unlabeled"] == 0
 
     # 2. Nothing changed: nothing reruns.
     again = run(repo, "dvc", "repro")
@@ -108,8 +120,19 @@ def test_train_evaluate_report_under_dvc(tmp_path):
     augment.write_text(original)
     assert "Data and pipelines are up to date" in run(repo, "dvc", "status")
 
-    # 3. An experiment on labeled_frac reruns index and everything after it, and nothing before.
+    # 2c. The same params give the same weights, byte for byte, on the CPU: a forced retrain leaves evaluate
+    # skipped (its model dep is unchanged), reruns only the report (which shows the training seconds), and
+    # `dvc metrics diff` has nothing to show.
     commit(repo, "results at labeled_frac=1.0")
+    weights = (repo / f"models/{MODELS[0]}.pt").read_bytes()
+    forced = run(repo, "dvc", "repro", "-f", "-s", f"train@{MODELS[0]}")
+    assert stages_run(forced) == [f"train@{MODELS[0]}"]
+    assert (repo / f"models/{MODELS[0]}.pt").read_bytes() == weights
+    assert stages_run(run(repo, "dvc", "repro")) == ["report"]
+    assert json.loads(run(repo, "dvc", "metrics", "diff", "--json")) == {}
+    commit(repo, "same results")
+
+    # 3. An experiment on labeled_frac reruns index and everything after it, and nothing before.
     baseline = {m: metrics(repo, m) for m in MODELS}
     exp = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.1")
     assert sorted(stages_run(exp)) == sorted(AFTER_INDEX)
@@ -118,21 +141,29 @@ def test_train_evaluate_report_under_dvc(tmp_path):
     [exp_name] = re.findall(r"Ran experiment\(s\): (\S+)", exp)
     check_results(repo, labeled_frac=0.1)  # the experiment's results are applied to the workspace
 
-    # 4. dvc metrics diff (HEAD vs workspace) shows the change in labels.
+    # 4. dvc metrics diff (HEAD vs workspace) shows score changes, and only scores.
     diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD", "--json"))
-    for model in MODELS:
-        n_labeled = diff[f"metrics/{model}.json"]["n_labeled"]
-        assert n_labeled["old"] == baseline[model]["n_labeled"]
-        assert n_labeled["new"] == metrics(repo, model)["n_labeled"] < n_labeled["old"]
-        assert diff[f"metrics/{model}.json"]["labeled_frac"]["new"] == 0.1
+    assert set(diff) <= {f"metrics/{m}.json" for m in MODELS} and diff
+    for path, changes in diff.items():
+        model = path.removeprefix("metrics/").removesuffix(".json")
+        assert changes and set(changes) <= {f"{model}.{s}.{k}" for s in ("test", "valid") for k in SCORES}
+        for key, change in changes.items():
+            _, split, score = key.split(".")
+            assert (change["old"], change["new"]) == (baseline[model][split][score], metrics(repo, model)[split][score])
 
-    # 5. dvc exp show lists the experiment under the baseline commit with its param and metrics.
+    # 5. dvc exp show: the experiment under the baseline commit, with its params and each model's scores.
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
     experiments = {exp["name"]: exp["revs"][0]["data"] for row in shown for exp in row.get("experiments") or []}
-    assert exp_name in experiments
     data = experiments[exp_name]
     assert data["params"]["params.yaml"]["data"]["labeled_frac"] == 0.1
-    assert data["metrics"]["metrics/lenet.json"]["data"]["n_labeled"] == metrics(repo, "lenet")["n_labeled"]
+    assert set(data["metrics"]) == {f"metrics/{m}.json" for m in MODELS}
+    for model in MODELS:
+        assert data["metrics"][f"metrics/{model}.json"]["data"] == {model: metrics(repo, model)}
+    # The README's command for reading it at a glance fits 120 columns and shows every model's test accuracy.
+    table = run(repo, *readme_exp_show_command(), env={"COLUMNS": "120"})
+    assert max(map(len, table.splitlines())) <= 120, table
+    for model in MODELS:
+        assert f" {metrics(repo, model)['test']['accuracy']:.5g} " in table, table  # DVC's default precision
 
     # 6. dvc plots show renders the DVCLive curves and the confusion data, values and all.
     out = tmp_path / "plots"
