@@ -128,10 +128,11 @@ def _tar_info(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE, linkname:
     return info
 
 
-def _write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+def _write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
+               tar_format: int = tarfile.PAX_FORMAT) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", format=tar_format) as tar:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return path
