@@ -1,14 +1,14 @@
 """Hostile raw files and mirrors: each is refused with one line, at bounded memory and disk, leaving nothing.
 
-The stages run in a subprocess under an address-space limit, so a parser that regresses to reading a
-crafted file whole fails here with a MemoryError instead of swapping the machine, and their peak resident
-memory is measured: it must stay within twice the genuine dataset's size above what the stage needs to start.
+The stages run in a subprocess under an address-space limit (tests/limited.py), so a parser that regresses to
+reading a crafted file whole fails here with a MemoryError instead of swapping the machine, and their peak
+resident memory is measured: it must stay within twice the genuine dataset's size above what the stage needs
+to start.
 """
 import gzip
 import math
 import os
 import re
-import resource
 import signal
 import struct
 import subprocess
@@ -25,25 +25,21 @@ from fewlabels import atomic
 from fewlabels.datasets import DATASETS
 
 REPO = Path(__file__).resolve().parent.parent
+LIMITED = Path(__file__).with_name("limited.py")  # runs a stage under the limits, reports its own peak RSS
 AS_LIMIT = 1 << 30  # bytes of address space per stage: a genuine Fashion-MNIST unpack needs 250 MB of it
 CPU_LIMIT_S = 60  # a stage that regresses to reading gigabytes is stopped rather than left running
 IMAGES = fakes.IDX_FILES["train_images"]
 REAL = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
-def _limit():
-    resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S, CPU_LIMIT_S))
-
-
 def run_stage(work: Path, *args: str) -> tuple[int, str, int]:
-    """Run `python -m stages.<args>` in `work` under the limits; return (exit status, stderr, peak RSS bytes)."""
+    """Run `python -m <args>` in `work` under the limits; return (exit status, stderr, peak RSS bytes)."""
+    report = work / "limited.report"
     with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=work, stdout=out, stderr=err,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_limit)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not every child's so far
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen, so it does not wait again
-    return proc.returncode, (work / "stderr").read_text(), usage.ru_maxrss * 1024  # Linux reports KiB
+        subprocess.run([sys.executable, str(LIMITED), str(report), str(AS_LIMIT), str(CPU_LIMIT_S), "-m", *args],
+                       cwd=work, stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    status, peak = map(int, report.read_text().split())
+    return status, (work / "stderr").read_text(), peak
 
 
 def _workdir(tmp_path: Path, dataset: str, **settings) -> Path:
