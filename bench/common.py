@@ -57,7 +57,7 @@ def local_mirror() -> Path:
 
 def fashion_mnist() -> dict[str, np.ndarray]:
     """x_train/x_test uint8 [N, 1, 28, 28] and y_train/y_test int64, parsed from the mirror's gz files."""
-    return {k: v.copy() for k, v in load_idx_dataset(local_mirror(), SPEC.files).items()}  # writable copies
+    return {k: v.copy() for k, v in load_idx_dataset(local_mirror(), SPEC).items()}  # writable copies
 
 
 def pipeline_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

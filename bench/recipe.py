@@ -36,7 +36,7 @@ def main() -> None:
         raw["seed"] = args.seed
     p = schema.validate(schema.override(raw, args.overrides))
     spec = DATASETS["fashion_mnist"]
-    d = load_idx_dataset(args.raw, spec.files)
+    d = load_idx_dataset(args.raw, spec)
     train_idx, valid_idx = split_train_valid(d["y_train"], p.split.valid_frac, p.seed)
     labeled, unlabeled = labeled_index(train_idx, d["y_train"], args.frac, p.seed, spec.classes)
     cfg = p.train

@@ -1,8 +1,10 @@
 """Write outputs so that a crash or Ctrl-C never leaves a half-written file behind.
 
 Everything is written to a temporary sibling first and renamed into place only when complete
-(a rename within one directory is atomic on POSIX).
+(a rename within one directory is atomic on POSIX). A process killed outright (kill -9, out of memory, power
+loss) cannot delete its temporary sibling; the next write of the same path does.
 """
+import glob
 import json
 import os
 import shutil
@@ -12,11 +14,39 @@ from pathlib import Path
 import numpy as np
 
 
+def _dead(pid: int) -> bool:
+    """Whether process `pid` no longer runs. This process counts as dead: it has no sibling yet, so one with
+    its pid was left by a killed run that had the same pid."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 sends nothing: it only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, run by another user
+        return False
+    return False
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete the temporary siblings of `path` that killed runs left. A running process's sibling is its
+    write in progress and is kept."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if not (pid.isdigit() and int(pid) > 0 and _dead(int(pid))):  # pid 0 would be os.kill's process group
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
+
+
 @contextmanager
 def atomic_path(path: str | Path, directory: bool = False):
     """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"  # hidden sibling, unique per process
     if directory:
         tmp.mkdir()

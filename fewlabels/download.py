@@ -1,4 +1,8 @@
-"""Fetch files from an ordered list of mirrors, verifying each against a digest before keeping it."""
+"""Fetch files from an ordered list of mirrors, verifying each against a digest before keeping it.
+
+No transfer writes more than the dataset spec's ceiling for its file (fewlabels.datasets), so a hostile or
+broken mirror cannot fill the disk.
+"""
 import gzip
 import hashlib
 import http.client
@@ -18,11 +22,15 @@ RETRY_DELAY_S = 1.0  # pause before retrying the same mirror
 
 
 class DownloadError(DataError):
-    """No mirror served a file with the expected digest."""
+    """No mirror served a file with the expected digest (within the size a genuine copy has)."""
 
 
-def file_digest(path: Path, digest: str) -> str:
-    """Return `path`'s digest in the same 'algo:hex' form as `digest` ('md5:' or 'gunzip-sha256:')."""
+def file_digest(path: Path, digest: str, max_bytes: int) -> str:
+    """Return `path`'s digest in the same 'algo:hex' form as `digest` ('md5:' or 'gunzip-sha256:').
+
+    No genuine file is, or decompresses to, more than `max_bytes`: reading stops there, so a small gzip that
+    inflates without end costs a bounded time.
+    """
     algo = digest.partition(":")[0]
     if algo == "md5":
         h, opener = hashlib.md5(), open
@@ -30,20 +38,34 @@ def file_digest(path: Path, digest: str) -> str:
         h, opener = hashlib.sha256(), gzip.open
     else:
         raise ValueError(f"unknown digest kind {algo!r}: use 'md5:<hex>' or 'gunzip-sha256:<hex>'")
+    size = 0
     try:
         with opener(path, "rb") as f:
             while chunk := f.read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    return f"{algo}:unreadable (more than the {max_bytes} bytes of a genuine file)"
                 h.update(chunk)
     except (OSError, EOFError, zlib.error) as err:  # not gzip, a truncated or a damaged gzip stream
         return f"{algo}:unreadable ({err})"
     return f"{algo}:{h.hexdigest()}"
 
 
-def _stream(url: str, dest: Path, timeout_s: float) -> None:
+def _stream(url: str, dest: Path, timeout_s: float, max_bytes: int) -> None:
+    """Write what `url` serves into `dest`, refusing (DownloadError) more than `max_bytes`: a hostile or broken
+    mirror cannot fill the disk, whatever length it announces or however long it streams."""
     with urllib.request.urlopen(url, timeout=timeout_s) as response, open(dest, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False) as bar:
+        if total and total > max_bytes:
+            raise DownloadError(f"{url}: {total} bytes, more than the {max_bytes} of a genuine file; not downloaded")
+        # disable=None: a bar on a terminal only, so logs read in files get no \r redraws
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False,
+                  disable=None) as bar:
+            size = 0
             while chunk := response.read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DownloadError(f"{url}: more than the {max_bytes} bytes of a genuine file; stopped there")
                 out.write(chunk)
                 bar.update(len(chunk))
 
@@ -54,18 +76,23 @@ def _failed(failures: list[str], message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def fetch(name: str, mirrors: list[str], digest: str, dest: Path, timeout_s: float = 30, retries: int = 2) -> str:
+def fetch(name: str, mirrors: list[str], digest: str, dest: Path, max_bytes: int, timeout_s: float = 30,
+          retries: int = 2) -> str:
     """Download `name` from the first mirror that serves bytes matching `digest` into `dest`.
 
-    Network errors are retried `retries` times per mirror; a digest mismatch moves on to the
-    next mirror at once. Returns the URL that succeeded; raises DownloadError when all fail.
+    Network errors are retried `retries` times per mirror; a digest mismatch or more than `max_bytes` (the
+    most a genuine copy takes) moves on to the next mirror at once. Returns the URL that succeeded; raises
+    DownloadError when all fail, leaving no `dest`.
     """
     failures = []
     for base in mirrors:
         url = f"{base.rstrip('/')}/{name}"
         for attempt in range(retries + 1):
             try:
-                _stream(url, dest, timeout_s)
+                _stream(url, dest, timeout_s, max_bytes)
+            except DownloadError as err:  # too large: the mirror would serve the same again
+                _failed(failures, str(err))
+                break
             # HTTPError, timeouts, refused, missing file; HTTPException: not HTTP, or cut off mid-transfer
             except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
                 _failed(failures, f"{url}: {err}")
@@ -75,18 +102,20 @@ def fetch(name: str, mirrors: list[str], digest: str, dest: Path, timeout_s: flo
                 if attempt < retries:
                     time.sleep(RETRY_DELAY_S)
                 continue
-            actual = file_digest(dest, digest)
+            actual = file_digest(dest, digest, max_bytes)
             if actual == digest:
                 return url
             _failed(failures, f"{url}: digest mismatch, expected {digest}, got {actual}")
             break
-    dest.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)  # a refused copy takes no disk while the next mirror is tried
     raise DownloadError(f"could not fetch {name} from any mirror:\n  " + "\n  ".join(failures))
 
 
-def fetch_all(files: dict[str, str], mirrors: list[str], out_dir: Path, timeout_s: float, retries: int) -> None:
-    """Fetch every `name -> digest` into `out_dir`; raises DownloadError on the first file no mirror serves."""
+def fetch_all(files: dict[str, str], max_bytes: dict[str, int], mirrors: list[str], out_dir: Path,
+              timeout_s: float, retries: int) -> None:
+    """Fetch every `name -> digest` in `files`, each at most `max_bytes[name]` long, into `out_dir`; raises
+    DownloadError on the first file no mirror serves."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, digest in files.items():
-        url = fetch(name, mirrors, digest, out_dir / name, timeout_s, retries)
+        url = fetch(name, mirrors, digest, out_dir / name, max_bytes[name], timeout_s, retries)
         print(f"fetched {name} from {url}")

@@ -13,10 +13,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="data/raw/<dataset>")
     args = parser.parse_args()
     p = load_params()
-    digests = p.data.digests[p.dataset]
-    files = {name: digests[name] for name in DATASETS[p.dataset].files.values()}
+    digests, spec = p.data.digests[p.dataset], DATASETS[p.dataset]
+    files = {name: digests[name] for name in spec.files.values()}
     with atomic_path(args.out, directory=True) as tmp:
-        fetch_all(files, p.data.sources[p.dataset], tmp, p.data.timeout_s, p.data.retries)
+        fetch_all(files, spec.max_file_bytes, p.data.sources[p.dataset], tmp, p.data.timeout_s, p.data.retries)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="data/prepared/<dataset>")
     args = parser.parse_args()
     spec = DATASETS[load_params().dataset]
-    arrays = LOADERS[spec.format](args.raw, spec.files)
+    arrays = LOADERS[spec.format](args.raw, spec)
     prepared.save(args.out, arrays, spec.classes)
     print(f"{args.out}: train {arrays['x_train'].shape}, test {arrays['x_test'].shape}")
 

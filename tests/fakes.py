@@ -2,7 +2,8 @@
 
 In the style of torchvision's test fakes: a few images each, fixed RNG, written byte for byte
 the way the originals are (big-endian idx headers in gzip; Python 2 pickles in a tar.gz), so
-the parsers under test cannot tell them from the real thing except by size.
+the parsers under test cannot tell them from the real thing except by size. Also hostile ones:
+gzip and tar bombs (small on disk, gigabytes when read) and mirrors that send far more than a file holds.
 """
 import builtins
 import gzip
@@ -16,7 +17,7 @@ import tarfile
 import threading
 import time
 from contextlib import contextmanager
-from functools import partial
+from functools import cache, partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -128,10 +129,11 @@ def _tar_info(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE, linkname:
     return info
 
 
-def _write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+def _write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
+               tar_format: int = tarfile.PAX_FORMAT) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", format=tar_format) as tar:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return path
@@ -173,14 +175,15 @@ def make_cifar_tar(directory: Path, n_per_batch: int = 10, reconstruct_module: s
     return expected
 
 
-class _Payload:
-    """Unpickling this calls `func(*args)`: the classic pickle code-execution trick."""
+class Reduced:
+    """Unpickling this calls `func(*args)`, then sets `state` if given: the classic pickle code-execution
+    trick, and the way numpy pickles its arrays (so crafted arrays can be written too)."""
 
-    def __init__(self, func, args):
-        self.func, self.args = func, args
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
 
     def __reduce__(self):
-        return self.func, self.args
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
 PAYLOADS = {  # how a crafted batch would create `marker` if it were unpickled naively
@@ -193,7 +196,7 @@ PAYLOADS = {  # how a crafted batch would create `marker` if it were unpickled n
 def malicious_pickle_bytes(marker_file: Path, payload: str = "open") -> bytes:
     """A batch-looking dict whose b'data' is a payload that creates `marker_file` when unpickled."""
     func, args = PAYLOADS[payload](marker_file)
-    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [0], b"data": _Payload(func, args)}
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [0], b"data": Reduced(func, args)}
     return pickle.dumps(batch, protocol=2)
 
 
@@ -220,6 +223,41 @@ def make_tar_with_member(path: Path, name: str, kind: str = "file", linkname: st
     data = b"evil\n" if kind == "file" else None
     members.append((_tar_info(name, len(data or b""), types[kind], linkname if kind != "file" else ""), data))
     return _write_tar(path, members)
+
+
+# hostile files: small on disk, gigabytes when read whole ------------------------------------------
+
+BOMB_BLOCK_BYTES = 16 << 20  # NUL bytes per repeated gzip member of a bomb: 16 KiB compressed
+
+
+@cache
+def _zeros_member() -> bytes:
+    return gzip.compress(bytes(BOMB_BLOCK_BYTES), mtime=0)
+
+
+def gzip_bomb(prefix: bytes, zeros: int) -> bytes:
+    """A valid gzip file that decompresses to `prefix` then `zeros` NUL bytes.
+
+    A gzip file may hold several members, read one after the other; the zeros are one member compressed
+    once and repeated, so a 2 GB bomb is 2 MB and builds in well under a second.
+    """
+    full, rest = divmod(zeros, BOMB_BLOCK_BYTES)
+    return gzip.compress(prefix, mtime=0) + _zeros_member() * full + gzip.compress(bytes(rest), mtime=0)
+
+
+def idx_header(magic: int, *dims: int) -> bytes:
+    """An idx header alone: what `idx_bytes` writes before the data."""
+    return struct.pack(">I", magic) + struct.pack(f">{len(dims)}I", *dims)
+
+
+def cifar_tar_bomb(path: Path, member: str, size: int) -> Path:
+    """A tar.gz of the real archive's directory and one `member` of `size` NUL bytes, as a gzip bomb."""
+    headers = b"".join(_tar_info(name, n, kind).tobuf() for name, n, kind in [
+        (CIFAR_DIR, 0, tarfile.DIRTYPE), (f"{CIFAR_DIR}/{member}", size, tarfile.REGTYPE)])
+    padded = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    path = Path(path)
+    path.write_bytes(gzip_bomb(headers, padded + 2 * tarfile.BLOCKSIZE))  # two zero blocks end a tar
+    return path
 
 
 # digests and mirrors ----------------------------------------------------------------------------
@@ -291,6 +329,36 @@ def serve_raw(response: bytes, delay: float = 0):
             self.request.recv(65536)  # the request; its content does not matter
             time.sleep(delay)
             self.request.sendall(response)
+
+    server = ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    with _background(server):
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@contextmanager
+def serve_zeros(size: int, announce: bool, sent: list):
+    """A hostile mirror: answers every request with `size` NUL bytes, announcing that length in a
+    Content-Length header or, like an endless stream, not. Appends to `sent` the bytes each client took in
+    whole sends, before it hung up or the `size` ran out."""
+    from socketserver import BaseRequestHandler, ThreadingTCPServer
+
+    chunk = bytes(1 << 20)
+
+    class Handler(BaseRequestHandler):
+        def handle(self):
+            self.request.recv(65536)  # the request; its content does not matter
+            length = b"Content-Length: %d\r\n" % size if announce else b""
+            self.request.sendall(b"HTTP/1.0 200 OK\r\n" + length + b"\r\n")
+            total = 0
+            try:
+                while total < size:
+                    part = chunk[:size - total]
+                    self.request.sendall(part)
+                    total += len(part)
+            except (BrokenPipeError, ConnectionResetError):  # the client hung up, as a capped download does
+                pass
+            sent.append(total)
 
     server = ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -12,11 +12,13 @@ import pytest
 import fakes
 from dvcrepo import write_params
 from fewlabels import download
+from fewlabels.datasets import DATASETS, gzip_bound
 from fewlabels.download import DownloadError, fetch, fetch_all
 
 NAME = "train-labels-idx1-ubyte.gz"
 REPO = Path(__file__).resolve().parent.parent
-FAST = {"timeout_s": 2, "retries": 1}  # one retry exercises the retry path without slowing the suite
+CAP = 1 << 20  # bytes a file may take here: far more than the 100-label file these tests fetch
+FAST = {"max_bytes": CAP, "timeout_s": 2, "retries": 1}  # one retry exercises the retry path, quickly
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +72,7 @@ def test_corrupt_mirror_is_reported_and_next_used(tmp_path, good, corruption, ca
         assert bad_hits == [f"/{NAME}"]  # a mismatch is not retried: the mirror would serve the same bytes
         capsys.readouterr()
         # Ahead of a good mirror, it is passed over (and reported) and the good copy kept.
-        fetch_all({NAME: digest}, [bad_url, good_url], dest, **FAST)
+        fetch_all({NAME: digest}, {NAME: CAP}, [bad_url, good_url], dest, FAST["timeout_s"], FAST["retries"])
     assert (dest / NAME).read_bytes() == genuine
     out, err = capsys.readouterr()
     assert f"fetched {NAME} from {good_url}/{NAME}" in out
@@ -112,7 +114,7 @@ def test_broken_mirror_is_skipped(tmp_path, good, broken_mirror):
 def test_unresponsive_mirror_times_out(tmp_path, good):
     good_dir, genuine, digest = good
     with fakes.serve_raw(b"", delay=5) as slow_url, fakes.serve(good_dir) as good_url:
-        fetch(NAME, [slow_url, good_url], digest, tmp_path / NAME, timeout_s=0.3, retries=0)
+        fetch(NAME, [slow_url, good_url], digest, tmp_path / NAME, CAP, timeout_s=0.3, retries=0)
     assert (tmp_path / NAME).read_bytes() == genuine
 
 
@@ -122,11 +124,11 @@ def test_transient_error_is_retried_on_the_same_mirror(tmp_path, good, retries, 
     hits = []
     with fakes.serve(good_dir, hits, fail_first=1) as url:  # one 503, then the file
         if succeeds:
-            fetch(NAME, [url], digest, tmp_path / NAME, timeout_s=2, retries=retries)
+            fetch(NAME, [url], digest, tmp_path / NAME, CAP, timeout_s=2, retries=retries)
             assert (tmp_path / NAME).read_bytes() == genuine
         else:
             with pytest.raises(DownloadError, match="503"):
-                fetch(NAME, [url], digest, tmp_path / NAME, timeout_s=2, retries=retries)
+                fetch(NAME, [url], digest, tmp_path / NAME, CAP, timeout_s=2, retries=retries)
     assert len(hits) == retries + 1
 
 
@@ -134,7 +136,7 @@ def test_missing_file_is_not_retried(tmp_path, good):
     hits = []
     with fakes.serve(_mirror_dir(tmp_path, "empty", None), hits) as url:
         with pytest.raises(DownloadError, match="404"):
-            fetch(NAME, [url], good[2], tmp_path / NAME, timeout_s=2, retries=3)
+            fetch(NAME, [url], good[2], tmp_path / NAME, CAP, timeout_s=2, retries=3)
     assert len(hits) == 1  # a 404 will not change on retry
 
 
@@ -171,7 +173,7 @@ def test_gunzip_digest_accepts_recompressed_copy_md5_does_not(tmp_path, good):
     fetch(NAME, [copy_dir.as_uri()], digest, tmp_path / NAME, **FAST)
     assert (tmp_path / NAME).read_bytes() == recompressed
 
-    md5 = download.file_digest(good_dir / NAME, "md5:")
+    md5 = download.file_digest(good_dir / NAME, "md5:", CAP)
     (tmp_path / "md5").mkdir()
     fetch(NAME, [good_dir.as_uri()], md5, tmp_path / "md5" / NAME, **FAST)  # the original itself passes
     with pytest.raises(DownloadError, match=f"digest mismatch, expected {md5}, got md5:"):
@@ -194,5 +196,55 @@ def test_download_stage_is_all_or_nothing(tmp_path):
     assert result.returncode != 0
     assert "could not fetch t10k-labels-idx1-ubyte.gz" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "%|" not in result.stderr  # stderr is a pipe here, not a terminal: no progress bars (or their redraws)
     assert not (work / "data" / "raw" / "fashion_mnist").exists()
     assert [p.name for p in (work / "data" / "raw").iterdir()] == []  # no leftover temporary directory
+
+
+# What genuine copies from known mirrors take, in bytes: upstream's Fashion-MNIST and MNIST, Debian's recompressed
+# Fashion-MNIST (dataset-fashion-mnist), Toronto's CIFAR-10. Each must fit under the spec's ceiling.
+GENUINE_SIZES = {
+    "fashion_mnist": [{"train-images-idx3-ubyte.gz": 26421880, "train-labels-idx1-ubyte.gz": 29515,
+                       "t10k-images-idx3-ubyte.gz": 4422102, "t10k-labels-idx1-ubyte.gz": 5148},
+                      {"train-images-idx3-ubyte.gz": 26421856, "train-labels-idx1-ubyte.gz": 29491,
+                       "t10k-images-idx3-ubyte.gz": 4422079, "t10k-labels-idx1-ubyte.gz": 5125}],
+    "mnist": [{"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
+               "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542}],
+    "cifar10": [{"cifar-10-python.tar.gz": 170498071}],
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(GENUINE_SIZES))
+def test_every_genuine_copy_fits_under_the_ceiling(dataset):
+    spec = DATASETS[dataset]
+    for sizes in GENUINE_SIZES[dataset]:
+        assert sizes.keys() == spec.max_file_bytes.keys() == set(spec.files.values())
+        for name, size in sizes.items():
+            assert size <= spec.max_file_bytes[name], name
+
+
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_gzip_bound_holds_for_incompressible_data_at_any_level(level):
+    # A mirror may recompress at any level; random bytes are deflate's worst case (stored blocks).
+    data = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    assert len(gzip.compress(data, compresslevel=level)) <= gzip_bound(len(data))
+
+
+def test_gzip_digest_stops_at_the_ceiling(tmp_path):
+    # A small gzip that inflates beyond the most a genuine file holds is not hashed to its end.
+    path = tmp_path / NAME
+    path.write_bytes(gzip.compress(bytes(3 << 20), mtime=0))
+    digest = download.file_digest(path, "gunzip-sha256:", 4 << 20)
+    assert digest.startswith("gunzip-sha256:") and len(digest) == len("gunzip-sha256:") + 64
+    assert download.file_digest(path, "gunzip-sha256:", 2 << 20) == \
+        f"gunzip-sha256:unreadable (more than the {2 << 20} bytes of a genuine file)"
+
+
+def test_fetch_refuses_a_file_url_larger_than_the_ceiling(tmp_path, good):
+    # file:// mirrors announce their size (Content-Length from the file system): refused before reading.
+    good_dir, genuine, _ = good
+    digest = download.file_digest(good_dir / NAME, "md5:", CAP)  # of the file as is: its size is all that counts
+    with pytest.raises(DownloadError, match=f"{len(genuine)} bytes, more than the {len(genuine) - 1} of a genuine"):
+        fetch(NAME, [good_dir.as_uri()], digest, tmp_path / NAME, len(genuine) - 1, timeout_s=2, retries=0)
+    assert not (tmp_path / NAME).exists()
+    assert fetch(NAME, [good_dir.as_uri()], digest, tmp_path / NAME, len(genuine), timeout_s=2, retries=0)

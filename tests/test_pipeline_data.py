@@ -89,12 +89,14 @@ def test_data_stages_under_dvc(project):
 def test_real_fashion_mnist_parses_like_torchvision(tmp_path):
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    files = DATASETS["fashion_mnist"].files
+    spec = DATASETS["fashion_mnist"]
+    files = spec.files
     params = schema.load(REPO / "params.yaml")
     for name, digest in params.data.digests["fashion_mnist"].items():
-        assert file_digest(REAL / name, digest) == digest, f"params.yaml digest of {name} does not match {REAL}"
+        assert file_digest(REAL / name, digest, spec.max_file_bytes[name]) == digest, \
+            f"params.yaml digest of {name} does not match {REAL}"
 
-    ours = load_idx_dataset(REAL, files)
+    ours = load_idx_dataset(REAL, spec)
     for split, n in (("train", 60000), ("test", 10000)):
         plain = {}
         for kind in ("images", "labels"):

@@ -30,7 +30,7 @@ def npy_v1(array: np.ndarray) -> bytes:
 def fake(tmp_path):
     raw = tmp_path / "raw"
     fakes.make_idx_dataset(raw, n_train=30, n_test=10)
-    return load_idx_dataset(raw, DATASETS["fashion_mnist"].files)
+    return load_idx_dataset(raw, DATASETS["fashion_mnist"])
 
 
 def test_prepared_files_are_exactly_their_specification(fake, tmp_path):
