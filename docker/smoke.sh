@@ -8,7 +8,8 @@
 #      `dvc exp run -S train.epochs=1 -S models=[bn_small]`;
 #   4. checks the epoch line's device (cuda where the host has an NVIDIA GPU, which is then also checked with
 #      nvidia-smi in the container, else cpu), metrics/bn_small.json, and that the data stages' outputs hash as
-#      in the committed dvc.lock (host and container agree).
+#      in the committed dvc.lock (host and container agree);
+#   5. `dvc plots show` in the container, whose page must need no network (plots/offline_page.html).
 # Usage: docker/smoke.sh
 #   IMAGE=fewlabels:test  ENGINE=docker|podman  BASE_IMAGE=<image> (skips the pull)  KEEP=1 (keep the clone)
 #   PIP_CERT=<CA bundle> (default /etc/ssl/certs/ca-certificates.crt, passed as a build secret when it exists)
@@ -145,5 +146,11 @@ accuracy = m["test"]["accuracy"]
 assert 0.5 < accuracy <= 1, f"one epoch of bn_small should beat 50% test accuracy, got {accuracy}"
 print("metrics/bn_small.json: test accuracy", accuracy, "on", m["device"])
 ' "$device" || fail "metrics/bn_small.json is missing or wrong"
+
+step "dvc plots show, offline: the page carries its scripts (plots/offline_page.html)"
+"${run[@]}" "$IMAGE" plots show || fail "dvc plots show failed in the container"
+page="$WORK/repo/dvc_plots/index.html"
+grep -q "vegaEmbed('#dvclive_bn_small" "$page" || fail "no training curves of bn_small in $page"
+! grep -q '<script[^>]*src=' "$page" || fail "$page loads a script from the network"
 
 step "image test passed: $IMAGE builds, runs offline as uid $uid and trains on $device"
