@@ -5,7 +5,7 @@
 #      image cannot be pulled (no registry), on a stand-in base built here (docker/standin-base.sh);
 #   3. in a throwaway clone of HEAD mounted at /workspace, as your uid:gid and with no network:
 #      `dvc version`, `dvc repro index` (Fashion-MNIST from the image's Debian package) and a one-epoch
-#      `dvc exp run -S train.epochs=1 -S models=[bn_small]`;
+#      `dvc exp run -S train.epochs=1 -S models=[bn_small] -S labeled_frac=0.1`;
 #   4. checks the epoch line's device (cuda where the host has an NVIDIA GPU, which is then also checked with
 #      nvidia-smi in the container, else cpu), metrics/bn_small.json, and that the data stages' outputs hash as
 #      in the committed dvc.lock (host and container agree);
@@ -126,8 +126,8 @@ assert not bad, "\n".join(bad + ["(regenerate dvc.lock with make run on the host
 print("download, unpack, split, index: outputs equal the committed dvc.lock")
 ' || fail "the container's data differ from the committed dvc.lock"
 
-step "one epoch of bn_small: dvc exp run -S train.epochs=1 -S models=[bn_small]"
-"${run[@]}" "$IMAGE" exp run -S train.epochs=1 -S 'models=[bn_small]' 2>&1 | tee "$LOG" \
+step "one epoch of bn_small on 10% of the labels: dvc exp run -S train.epochs=1 -S models=[bn_small] -S labeled_frac=0.1"
+"${run[@]}" "$IMAGE" exp run -S train.epochs=1 -S 'models=[bn_small]' -S labeled_frac=0.1 2>&1 | tee "$LOG" \
     || fail "dvc exp run failed (log: $LOG)"
 
 step "checking the training log and the metrics"
