@@ -113,7 +113,6 @@ def test_every_plot_draws_offline_in_chromium(tmp_path):
     for name in ("dvc.yaml", "params.yaml", ".dvc/config", "plots/offline_page.html"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, repo / name)
-    shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")
     fake_plot_files(repo)
     run(repo, "dvc", "plots", "show", "-o", "out")
     html = (repo / "out" / "index.html").read_text(encoding="utf-8")
