@@ -1,18 +1,16 @@
 # fewlabels pipeline image: `docker run ... fewlabels` runs `dvc repro` on the checkout mounted at /workspace.
+# Builds with docker (BuildKit) and with podman/buildah; no SHELL instruction, which their default OCI format drops.
 #
-# Base image choice: the official Python image, not pytorch/pytorch.
-#   - torch/torchvision come from PyPI at exactly the versions pinned in pyproject.toml. On Linux x86_64
-#     the PyPI torch 2.14.1 wheel is the CUDA 13.0 build: it pulls the CUDA runtime, cuDNN, NCCL, ... as
-#     nvidia-* / cuda-toolkit wheels, so no CUDA base image is needed; the NVIDIA Container Toolkit
-#     injects only the driver (host driver >= 580 for CUDA 13).
-#   - Python 3.11 is the interpreter requirements.lock was resolved with, so every locked wheel exists.
-#   - Debian bookworm ships dataset-fashion-mnist (the pipeline's offline first mirror).
-#   A pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime image would also carry torch 2.14.1, but on a newer
-#   Ubuntu/conda Python than the lock was made with, and its tag could not be verified from here.
-# Pinned by tag (Python patch release) and by the digest of its multi-arch index.
-FROM python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
-
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Base image: any Debian bookworm with Python 3.11 and its venv module (requirements.lock is resolved for
+# CPython 3.11 on Linux x86_64). The default is the official Python image, pinned by tag and by the digest of
+# its multi-arch index; override it for a registry mirror or a locally built base:
+#   --build-arg BASE_IMAGE=mirror.example/library/python:3.11.15-slim-bookworm@sha256:...
+#   --build-arg BASE_IMAGE=localhost/fewlabels-base:bookworm   (docker/standin-base.sh: no registry needed)
+# No CUDA base image is needed: the PyPI torch 2.14.1 wheel for Linux x86_64 is the CUDA 13.0 build and brings
+# the CUDA runtime, cuDNN, NCCL, ... as nvidia-* wheels; the NVIDIA Container Toolkit injects only the driver
+# (host driver >= 580 for CUDA 13).
+ARG BASE_IMAGE=docker.io/library/python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
+FROM ${BASE_IMAGE}
 
 # git: DVC needs it for `dvc exp` and to read the mounted checkout's .git.
 # dataset-fashion-mnist: Fashion-MNIST under /usr/share/datasets/fashion-mnist, the first mirror in
@@ -26,30 +24,37 @@ RUN apt-get update \
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DVC_NO_ANALYTICS=1
+    DVC_NO_ANALYTICS=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 
-# Dependencies first, code last, so editing the code reuses these (large) layers.
-# Layer 1: torch + torchvision (several GB with their CUDA wheels), under the lock's constraints for
-# their shared dependencies. These must equal the pins in pyproject.toml (tests/test_container.py checks,
-# and layer 2 fails to resolve if they differ).
-ARG TORCH_VERSION=2.14.1
-ARG TORCHVISION_VERSION=0.29.1
+# Dependencies first, code last, so editing the code reuses this (large) layer.
+# LOCK: which lock to install, every package at one version and each file checked against its sha256
+# (`make lock` writes them). requirements.lock has PyPI's torch, the CUDA build (about 6 GB installed);
+# requirements-cpu.lock (`make lock-cpu`) has the CPU build from PyTorch's CPU index, which it names itself.
+# PIP_INDEX_URL / PIP_EXTRA_INDEX_URL / PIP_FIND_LINKS: where pip looks for those files (a PyPI mirror, a
+# folder of wheels mounted with `podman build --volume`); the hashes decide what is accepted.
+# Build-time only, never in the image: pip's download cache (kept by the builder between builds) and the CA
+# bundle of a TLS-intercepting proxy (`--secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt`).
+ARG LOCK=requirements.lock
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
 WORKDIR /opt/fewlabels
-COPY requirements.lock ./
-RUN pip install -c requirements.lock "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
-
-# Layer 2: the rest of pyproject.toml's [project] dependencies, at the lock's exact versions.
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > requirements.txt \
-    && pip install -c requirements.lock -r requirements.txt \
+COPY ${LOCK} ./requirements.lock
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+    && python3 -m venv "${VIRTUAL_ENV}" \
+    && pip install --require-hashes -r requirements.lock \
+    && pip check \
     && python -c 'import torch, torchvision, dvc; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 
-# Non-root user. UID/GID default to 1000; pass --build-arg UID=$(id -u) --build-arg GID=$(id -g) to match
-# the owner of the mounted checkout. HOME is world-writable (sticky) so a different runtime
-# `--user uid:gid` still has somewhere to keep DVC/git/matplotlib state.
+# The user. UID/GID default to 1000; `--build-arg UID=$(id -u) --build-arg GID=$(id -g)` matches the owner of
+# the mounted checkout. A uid or gid the base already has (0 for root, 100 users, 20 on macOS) is reused,
+# not created again. HOME is world-writable (sticky) so a different runtime `--user uid:gid` still has
+# somewhere to keep DVC/git/matplotlib state.
 # git, system-wide: the checkout is bind-mounted and may be owned by another uid than the container user,
 # so trust it (this container only ever sees that one repository); `dvc exp run` commits experiment refs
 # and needs an identity (the checkout's own .git/config wins over this fallback).
@@ -57,9 +62,12 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
 # A new named volume copies the mode of /dvc-cache, so any uid can write to it.
 ARG UID=1000
 ARG GID=1000
-RUN groupadd --gid "${GID}" fewlabels \
-    && useradd --uid "${UID}" --gid "${GID}" --no-log-init --create-home --home-dir /home/fewlabels \
-        --shell /bin/bash fewlabels \
+RUN if ! getent group "${GID}" >/dev/null; then groupadd --gid "${GID}" fewlabels; fi \
+    && if ! getent passwd "${UID}" >/dev/null; then \
+        useradd --uid "${UID}" --gid "${GID}" --no-log-init --no-create-home --home-dir /home/fewlabels \
+            --shell /bin/bash fewlabels; \
+    fi \
+    && mkdir -p /home/fewlabels \
     && chmod 1777 /home/fewlabels \
     && git config --system --add safe.directory '*' \
     && git config --system user.name "fewlabels container" \
@@ -70,9 +78,9 @@ RUN groupadd --gid "${GID}" fewlabels \
 
 # The code. The stages run `python -m stages.X` from the mounted checkout (/workspace), and PYTHONPATH puts
 # /workspace ahead of site-packages, so the mount always wins; this copy is installed (without dependencies,
-# offline with the image's setuptools) so the image can also import fewlabels without a mount.
+# offline with the locked setuptools) so the image can also import fewlabels without a mount.
 COPY . ./
-RUN pip install --no-deps --no-build-isolation . \
+RUN pip install --no-deps --no-build-isolation --no-cache-dir . \
     && rm -rf build ./*.egg-info
 
 ENV HOME=/home/fewlabels \

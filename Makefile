@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup fashion-mnist label-curve bench
+.PHONY: run test setup fashion-mnist label-curve bench lock lock-cpu image-test
 run: $(STAMP) fashion-mnist
 	dvc repro
 
@@ -25,9 +25,32 @@ bench: $(STAMP)  ## issue #5: the notebooks vs the project -> bench/results/*.js
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	# grep drops pip's notes about this machine's absent local package mirrors; pipefail keeps pip's exit status.
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	# Every package from the lock, each file checked against its sha256; then this project, editable, with the
+	# locked setuptools. grep drops pip's notes about this machine's absent local package mirrors; pipefail keeps
+	# pip's exit status.
+	$(BIN)/pip install -q --require-hashes -r requirements.lock 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
+
+# requirements.lock: every package of the venv and of the image (torch's CUDA wheels included) at one version,
+# with the sha256 of each of its files on PyPI, resolved for the image's platform (CPython 3.11, Linux x86_64)
+# whatever the host. Re-resolving keeps the pins already there while pyproject.toml allows them (add
+# UV_FLAGS=--upgrade to move everything to the newest release).
+LOCK_WITH := uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 $(UV_FLAGS)
+lock: $(STAMP)
+	$(LOCK_WITH) --custom-compile-command 'make lock' -o requirements.lock
+
+# requirements-cpu.lock: the same with PyTorch's CPU build of torch/torchvision, from PyTorch's own index (named in
+# the lock, so the image build finds it), the other packages held at requirements.lock's versions.
+lock-cpu: $(STAMP)
+	$(LOCK_WITH) --custom-compile-command 'make lock-cpu' -c requirements.lock \
+	  --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match --emit-index-url \
+	  -o requirements-cpu.lock
+
+# The container built and run for real with docker or podman (docker/smoke.sh says what it checks).
+image-test:
+	bash docker/smoke.sh
 
 # Debian's offline copy of Fashion-MNIST: the default pipeline's first mirror, and the data of the real-data
 # tests. Installed when missing on a Debian host where we are root; elsewhere the download stage falls back

@@ -1,66 +1,156 @@
 #!/usr/bin/env bash
-# Smoke test of the container on a host with Docker, an NVIDIA GPU and the NVIDIA Container Toolkit:
-#   1. builds the image (as your uid/gid),
-#   2. runs nvidia-smi inside it, and checks that torch sees CUDA,
-#   3. runs a one-epoch, one-model pipeline (`dvc exp run -S train.epochs=1 -S models=[cnn]`) on a throwaway
-#      clone of this checkout's HEAD (so your workspace, params.yaml and experiments are left alone), and
-#   4. checks that the training log says the epoch ran on cuda.
-# Usage: docker/smoke.sh   (IMAGE=fewlabels:smoke by default; the clone and log are kept on failure or with KEEP=1)
+# The container, built and run for real (`make image-test`; CI runs it, and so can any host with docker or podman):
+#   1. picks the engine: docker where a daemon answers, else podman (apt-installed when missing and root);
+#   2. builds the image from this checkout's Dockerfile as your uid/gid (root included); where the default base
+#      image cannot be pulled (no registry), on a stand-in base built here (docker/standin-base.sh);
+#   3. in a throwaway clone of HEAD mounted at /workspace, as your uid:gid and with no network:
+#      `dvc version`, `dvc repro index` (Fashion-MNIST from the image's Debian package) and a one-epoch
+#      `dvc exp run -S train.epochs=1 -S models=[bn_small] -S labeled_frac=0.1`;
+#   4. checks the epoch line's device (cuda where the host has an NVIDIA GPU, which is then also checked with
+#      nvidia-smi in the container, else cpu), metrics/bn_small.json, and that the data stages' outputs hash as
+#      in the committed dvc.lock (host and container agree);
+#   5. `dvc plots show` in the container, whose page must need no network (plots/offline_page.html).
+# Usage: docker/smoke.sh
+#   IMAGE=fewlabels:test  ENGINE=docker|podman  BASE_IMAGE=<image> (skips the pull)  KEEP=1 (keep the clone)
+#   PIP_CERT=<CA bundle> (default /etc/ssl/certs/ca-certificates.crt, passed as a build secret when it exists)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-IMAGE="${IMAGE:-fewlabels:smoke}"
+IMAGE="${IMAGE:-localhost/fewlabels:test}"
+STANDIN_BASE="localhost/fewlabels-base:bookworm"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fewlabels-smoke.XXXXXX")"
 LOG="$WORK/exp-run.log"
+uid="$(id -u)" gid="$(id -g)"
 
 step() { printf '\n==> %s\n' "$*"; }
-fail() { printf '\nSMOKE TEST FAILED: %s\n' "$*" >&2; exit 1; }
+fail() { printf '\nIMAGE TEST FAILED: %s\n' "$*" >&2; exit 1; }
 cleanup() {
     local rc=$?
-    if [[ $rc -ne 0 || "${KEEP:-0}" == 1 ]]; then
-        echo "kept $WORK (clone and log) for inspection"
-    else
-        rm -rf "$WORK"
-    fi
+    if [[ $rc -ne 0 || "${KEEP:-0}" == 1 ]]; then echo "kept $WORK (clone and log) for inspection"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
-command -v docker >/dev/null || fail "docker is not installed"
-docker info >/dev/null 2>&1 || fail "cannot reach the Docker daemon (is it running, and may you use it?)"
+apt_install() {  # apt_install COMMAND PACKAGE...: install PACKAGEs unless COMMAND is already there
+    local cmd="$1"; shift
+    command -v "$cmd" >/dev/null && return
+    [[ "$uid" == 0 ]] && command -v apt-get >/dev/null || fail "$cmd is missing: install ${*} (needs root on Debian)"
+    step "installing $*"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
-step "building $IMAGE from $REPO"
-docker build -t "$IMAGE" --build-arg "UID=$(id -u)" --build-arg "GID=$(id -g)" "$REPO"
+# --- the engine ---------------------------------------------------------------------------------------------
+if [[ -n "${ENGINE:-}" ]]; then
+    engine="$ENGINE"
+elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    engine=docker
+else
+    # runc, not crun (Debian's default for podman): crun fails on hosts with hybrid cgroups.
+    apt_install podman podman runc
+    engine=podman
+fi
+command -v "$engine" >/dev/null || fail "ENGINE=$engine is not installed"
+build=("$engine" build --force-rm)  # --force-rm: a failed step leaves no container that pins the image
+run=("$engine" run --rm)
+if [[ "$engine" == podman ]]; then
+    # chroot isolation builds inside another container or sandbox, where buildah's default (oci) cannot.
+    build+=(--isolation chroot)
+    if command -v runc >/dev/null; then run+=(--runtime runc); fi
+    # podman passes the host's rlimits to the container and fails where they exceed what it may set.
+    run+=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
+fi
+echo "engine: $engine ($("$engine" --version))"
 
-# Every run: your uid/gid (files in the clone stay yours), all GPUs, the host IPC namespace (shared memory).
-run=(docker run --rm --gpus all --user "$(id -u):$(id -g)" --ipc=host)
+# --- the image ----------------------------------------------------------------------------------------------
+default_base="$(sed -n 's/^ARG BASE_IMAGE=//p' "$REPO/Dockerfile")"
+base="${BASE_IMAGE:-$default_base}"
+if ! "$engine" image inspect "$base" >/dev/null 2>&1 && ! "$engine" pull "$base" >/dev/null; then
+    [[ -z "${BASE_IMAGE:-}" ]] || fail "cannot pull BASE_IMAGE=$base"
+    echo "cannot pull $base (no registry?): using the stand-in base $STANDIN_BASE"
+    base="$STANDIN_BASE"
+    if ! "$engine" image inspect "$base" >/dev/null 2>&1; then
+        apt_install debootstrap debootstrap
+        step "building the stand-in base $base"
+        "$REPO/docker/standin-base.sh" "$engine" "$base"
+    fi
+fi
+build+=(--build-arg "BASE_IMAGE=$base" --build-arg "UID=$uid" --build-arg "GID=$gid")
+ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
+if [[ -s "$ca" ]]; then build+=(--secret "id=pip_cert,src=$ca"); fi  # for a TLS-intercepting proxy
 
-step "nvidia-smi inside the container"
-"${run[@]}" --entrypoint nvidia-smi "$IMAGE" \
-    || fail "nvidia-smi failed in the container: is the NVIDIA Container Toolkit installed and does 'docker run --gpus all' work?"
+step "building $IMAGE from $REPO (base $base, uid:gid $uid:$gid)"
+start=$SECONDS
+"${build[@]}" -t "$IMAGE" "$REPO"
+echo "built in $((SECONDS - start)) s; size: $("$engine" image inspect --format '{{.Size}}' "$IMAGE") bytes"
 
-step "torch sees the GPU"
-"${run[@]}" --entrypoint python "$IMAGE" -c '
+# --- runs ---------------------------------------------------------------------------------------------------
+# Every run: your uid/gid (files in the clone stay yours), no network, the host IPC namespace (shared memory).
+run+=(--user "$uid:$gid" --network none --ipc host)
+device=cpu
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    device=cuda
+    if [[ "$engine" == docker ]]; then run+=(--gpus all); else run+=(--device nvidia.com/gpu=all); fi
+fi
+
+step "dvc version"
+"${run[@]}" "$IMAGE" version || fail "dvc does not run in the image"
+
+if [[ "$device" == cuda ]]; then
+    step "the GPU: nvidia-smi and torch inside the container"
+    "${run[@]}" --entrypoint nvidia-smi "$IMAGE" \
+        || fail "nvidia-smi failed in the container: is the NVIDIA Container Toolkit installed (podman: its CDI spec)?"
+    "${run[@]}" --entrypoint python "$IMAGE" -c '
 import torch
 print("torch", torch.__version__, "built for CUDA", torch.version.cuda)
 assert torch.cuda.is_available(), "torch.cuda.is_available() is False (the CUDA 13 wheels need an NVIDIA driver >= 580)"
 print("device 0:", torch.cuda.get_device_name(0))
 ' || fail "torch in the image cannot use the GPU"
+fi
 
-step "cloning HEAD of $REPO into $WORK/repo (uncommitted changes are not part of the smoke test)"
+step "cloning HEAD of $REPO into $WORK/repo (uncommitted changes are not part of the test)"
 git clone --quiet --no-hardlinks "$REPO" "$WORK/repo"
+run+=(-v "$WORK/repo:/workspace")
 
-step "one-epoch pipeline: dvc exp run -S train.epochs=1 -S models=[cnn]"
-"${run[@]}" -v "$WORK/repo":/workspace "$IMAGE" \
-    exp run -S train.epochs=1 -S 'models=[cnn]' 2>&1 | tee "$LOG" \
+step "dvc repro index (offline Fashion-MNIST)"
+"${run[@]}" "$IMAGE" repro index || fail "dvc repro index failed in the container"
+
+step "the data stages' outputs hash as in the committed dvc.lock"
+"${run[@]}" --entrypoint python "$IMAGE" -c '
+import subprocess, yaml
+committed = yaml.safe_load(subprocess.run(["git", "show", "HEAD:dvc.lock"], capture_output=True, check=True).stdout)
+with open("dvc.lock") as f:
+    here = yaml.safe_load(f)
+outs = lambda lock, stage: {o["path"]: o.get("md5") for o in lock["stages"].get(stage, {}).get("outs", [])}
+bad = [f"{s}: container {outs(here, s)} != dvc.lock {outs(committed, s)}"
+       for s in ("download", "unpack", "split", "index") if outs(here, s) != outs(committed, s)]
+assert not bad, "\n".join(bad + ["(regenerate dvc.lock with make run on the host and commit it)"])
+print("download, unpack, split, index: outputs equal the committed dvc.lock")
+' || fail "the container's data differ from the committed dvc.lock"
+
+step "one epoch of bn_small on 10% of the labels: dvc exp run -S train.epochs=1 -S models=[bn_small] -S labeled_frac=0.1"
+"${run[@]}" "$IMAGE" exp run -S train.epochs=1 -S 'models=[bn_small]' -S labeled_frac=0.1 2>&1 | tee "$LOG" \
     || fail "dvc exp run failed (log: $LOG)"
 
-step "checking the training log"
-# fewlabels/engine.py ends each epoch line with the device type: "epoch   1/1  train loss ...  (cuda)".
+step "checking the training log and the metrics"
+# fewlabels/engine.py ends each epoch line with the device type: "epoch   1/1  train loss ...  (cpu)".
 # The progress bar shares the log and redraws with carriage returns: split on them first.
 epoch_line="$(tr '\r' '\n' < "$LOG" | grep -E 'epoch +1/1 +train loss' | sed -E 's/^ +//' | tail -n 1 || true)"
 [[ -n "$epoch_line" ]] || fail "no 'epoch 1/1' line in the training log (log: $LOG)"
 echo "$epoch_line"
-[[ "$epoch_line" == *"(cuda)"* ]] || fail "training did not run on the GPU: $epoch_line"
-[[ -s "$WORK/repo/metrics/cnn.json" ]] || fail "the pipeline wrote no metrics/cnn.json"
+[[ "$epoch_line" == *"($device)"* ]] || fail "training did not run on $device: $epoch_line"
+"${run[@]}" --entrypoint python "$IMAGE" -c '
+import json, sys
+with open("metrics/bn_small.json") as f:
+    m = json.load(f)
+assert m["model"] == "bn_small" and m["epochs_run"] == 1 and m["device"] == sys.argv[1], m
+accuracy = m["test"]["accuracy"]
+assert 0.5 < accuracy <= 1, f"one epoch of bn_small should beat 50% test accuracy, got {accuracy}"
+print("metrics/bn_small.json: test accuracy", accuracy, "on", m["device"])
+' "$device" || fail "metrics/bn_small.json is missing or wrong"
 
-step "smoke test passed: the image sees the GPU and trains on cuda"
+step "dvc plots show, offline: the page carries its scripts (plots/offline_page.html)"
+"${run[@]}" "$IMAGE" plots show || fail "dvc plots show failed in the container"
+page="$WORK/repo/dvc_plots/index.html"
+grep -q "vegaEmbed('#dvclive_bn_small" "$page" || fail "no training curves of bn_small in $page"
+! grep -q '<script[^>]*src=' "$page" || fail "$page loads a script from the network"
+
+step "image test passed: $IMAGE builds, runs offline as uid $uid and trains on $device"

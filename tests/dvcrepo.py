@@ -59,11 +59,13 @@ def stages_skipped(output: str) -> list[str]:
 
 
 def init(repo: Path) -> None:
-    """git init + identity + dvc init in `repo`."""
+    """git init + identity + dvc init in `repo`, with the project's plot templates."""
     run(repo, "git", "init", "-q")
     for key, value in (("user.name", "test"), ("user.email", "test@example.com"), ("commit.gpgsign", "false")):
         run(repo, "git", "config", key, value)
     run(repo, "dvc", "init", "-q")
+    # dvc.yaml's plots name the project's templates (.dvc/plots/<name>.json)
+    shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")
 
 
 def commit(repo: Path, message: str) -> None:

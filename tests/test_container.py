@@ -1,9 +1,10 @@
-"""The container contract: Dockerfile, .hadolint.yaml, .dockerignore, compose.yaml and docker/smoke.sh.
+"""The container contract: Dockerfile, requirements.lock, .hadolint.yaml, .dockerignore, compose.yaml, docker/.
 
-No Docker engine is needed: hadolint lints the Dockerfile, a small parser checks what the image promises
-(pinned base, torch pins equal pyproject's, non-root user, `dvc` entrypoint, offline dataset, layer order),
-and the compose file and ignore file are read as data. docker/smoke.sh does the real build and GPU run on
-a host that has Docker and a GPU.
+No container engine is needed: hadolint lints the Dockerfile, a small parser checks what the image promises
+(pinned base that a build argument can replace, a hashed lock installed whole, non-root user, `dvc` entrypoint,
+offline dataset, layer order), the lock is checked for completeness against the installed packages' metadata,
+and the compose file and ignore file are read as data. `make image-test` (docker/smoke.sh) does the real build
+and runs, with docker or podman, on CPU or GPU.
 """
 import json
 import os
@@ -13,9 +14,12 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +28,8 @@ COMPOSE = REPO / "compose.yaml"
 DOCKERIGNORE = REPO / ".dockerignore"
 HADOLINT_CONFIG = REPO / ".hadolint.yaml"
 SMOKE = REPO / "docker" / "smoke.sh"
+STANDIN_BASE = REPO / "docker" / "standin-base.sh"
+LOCK = REPO / "requirements.lock"
 
 
 # --- a small Dockerfile parser -------------------------------------------------------------------------
@@ -88,8 +94,25 @@ def pip_runs(instructions) -> list[tuple[int, str]]:
 
 
 def pyproject_pins() -> dict[str, str]:
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    return {name.lower(): version for name, version in (d.split("==") for d in deps)}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    return {canonicalize_name(name): version for name, version in (d.split("==") for d in deps)}
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {canonical name: (version, [sha256 hashes])}; each entry must be name==version."""
+    entries, name = {}, None
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#")[0].strip().rstrip("\\").strip()
+        if not line:
+            continue
+        if line.startswith("--hash=sha256:"):
+            entries[name][1].append(line.removeprefix("--hash=sha256:"))
+            continue
+        assert re.fullmatch(r"[A-Za-z0-9._-]+==[A-Za-z0-9.+!-]+", line), f"not an exact pin: {line!r}"
+        name, version = line.split("==")
+        entries[canonicalize_name(name)] = (version, [])
+    return entries
 
 
 # --- hadolint ------------------------------------------------------------------------------------------
@@ -134,23 +157,83 @@ def test_base_image_is_pinned(instructions):
             assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"FROM {image}: malformed digest"
 
 
-def test_torch_and_torchvision_match_pyproject(instructions):
-    pins = pyproject_pins()
+def test_base_image_is_a_build_argument(instructions):
+    assert instructions[0][0] == "ARG" and instructions[0][1].startswith("BASE_IMAGE="), "ARG BASE_IMAGE=... first"
+    assert args_of(instructions, "FROM") == ["${BASE_IMAGE}"]
+
+
+def test_no_shell_instruction(instructions):
+    """buildah/podman drop SHELL in their default OCI format: every RUN must work under /bin/sh -c."""
+    assert not args_of(instructions, "SHELL")
+    for args in args_of(instructions, "RUN"):
+        assert not re.search(r"(?<!\|)\|(?!\|)", args), f"a pipe hides failures under /bin/sh without pipefail: {args}"
+
+
+def test_the_whole_lock_is_installed_with_hashes(instructions):
     variables = arg_defaults(instructions)
-    installed = {}
-    for _, args in pip_runs(instructions):
-        for name in ("torch", "torchvision"):
-            for version in re.findall(rf"(?<![\w-]){name}==([\w.+]+)", expand(args, variables)):
-                installed.setdefault(name, set()).add(version)
-    for name in ("torch", "torchvision"):
-        assert installed.get(name) == {pins[name]}, f"{name}: image installs {installed.get(name)}, pyproject pins {pins[name]}"
-
-
-def test_locked_dependencies_are_installed(instructions):
+    assert variables["LOCK"] == "requirements.lock"
+    assert "${LOCK} ./requirements.lock" in args_of(instructions, "COPY")
     runs = [args for _, args in pip_runs(instructions)]
-    assert any("-c requirements.lock" in args for args in runs), "pip must install under requirements.lock"
-    assert any("pyproject.toml" in args and "-c requirements.lock" in args for args in runs), \
-        "pyproject.toml's dependencies must be installed under the lock"
+    assert any("pip install --require-hashes -r requirements.lock" in args for args in runs), runs
+    code = [args for args in runs if "--no-deps" in args]
+    assert len(code) == 1 and "pip install --no-deps" in code[0], "only the project itself installs without the lock"
+
+
+def test_build_secrets_and_caches_stay_out_of_the_image(instructions):
+    """The proxy's CA bundle is a build secret and pip's downloads a cache mount: neither is a layer."""
+    lock_run = next(args for _, args in pip_runs(instructions) if "--require-hashes" in args)
+    assert "--mount=type=secret,id=pip_cert" in lock_run and "PIP_CERT=/run/secrets/pip_cert" in lock_run
+    assert "--mount=type=cache,target=/root/.cache/pip" in lock_run
+    for args in args_of(instructions, "COPY") + args_of(instructions, "ADD"):
+        assert ".crt" not in args and ".pem" not in args, f"a certificate copied into the image: {args}"
+
+
+def test_user_creation_reuses_existing_ids(instructions):
+    """--build-arg UID=0 GID=0 (root), GID=20 (macOS staff) or GID=100 (users) already exist in the base."""
+    run = next(args for args in args_of(instructions, "RUN") if "useradd" in args)
+    assert 'if ! getent group "${GID}"' in run and 'if ! getent passwd "${UID}"' in run
+
+
+# --- requirements.lock -------------------------------------------------------------------------------------
+
+def test_lock_pins_every_entry_with_hashes():
+    entries = locked()
+    assert entries, "empty lock"
+    for name, (version, hashes) in entries.items():
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), f"{name}=={version} has no sha256"
+
+
+def test_lock_agrees_with_pyproject():
+    entries = locked()
+    for name, version in pyproject_pins().items():
+        assert name in entries and entries[name][0] == version, f"pyproject pins {name}=={version}, lock {entries.get(name)}"
+
+
+def test_lock_has_every_dependency_of_what_it_pins():
+    """Closed under Requires-Dist: checked on the packages of this environment that are at the locked version
+    (torch's CUDA wheels, triton and cuda-bindings, dvclive's nvidia-ml-py, ... are the ones that went missing)."""
+    entries = locked()
+    checked = []
+    for name, (version, _) in entries.items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.version.split("+")[0] != version:
+            continue
+        checked.append(name)
+        for spec in dist.requires or []:
+            req = Requirement(spec)
+            if req.marker and not req.marker.evaluate({"extra": ""}):
+                continue
+            dep = canonicalize_name(req.name)
+            assert dep in entries, f"{name} {version} needs {req}, which requirements.lock lacks (run make lock)"
+            assert req.specifier.contains(entries[dep][0], prereleases=True), f"{name} needs {req}, lock has {entries[dep][0]}"
+    assert {"torch", "dvc", "dvclive"} <= set(checked), f"too few packages installed at the locked version: {checked}"
+
+
+def test_lock_header_names_its_command():
+    assert LOCK.read_text().splitlines()[1].strip() == "#    make lock"
 
 
 def test_final_user_is_not_root(instructions):
@@ -195,7 +278,7 @@ def test_gpu_environment(instructions):
 
 def test_dependencies_are_installed_before_the_code_is_copied(instructions):
     copies = [(i, args) for i, (kw, args) in enumerate(instructions) if kw == "COPY"]
-    lock_copy = min(i for i, args in copies if "requirements.lock" in args.split())
+    lock_copy = min(i for i, args in copies if "./requirements.lock" in args.split())
     context_copy = [i for i, args in copies if args.split()[-2:-1] == ["."]]
     assert len(context_copy) == 1, f"expected one COPY of the whole context: {copies}"
     deps = [i for i, args in pip_runs(instructions) if "requirements.lock" in args]
@@ -206,7 +289,7 @@ def test_dependencies_are_installed_before_the_code_is_copied(instructions):
 def test_every_copy_source_exists_and_is_in_the_build_context(instructions):
     patterns = dockerignore_patterns()
     for args in args_of(instructions, "COPY"):
-        words = [w for w in args.split() if not w.startswith("--")]
+        words = [w for w in expand(args, arg_defaults(instructions)).split() if not w.startswith("--")]
         assert not any(w.startswith("--from") for w in args.split()), "multi-stage COPY: extend this test"
         for source in words[:-1]:
             assert (REPO / source).exists(), f"COPY source {source} does not exist"
@@ -307,16 +390,41 @@ def test_compose_dvc_cache_config_is_created_by_the_image(compose, instructions)
     assert any(f"{config_dir}/config" in args and "/dvc-cache" in args for args in args_of(instructions, "RUN"))
 
 
-# --- docker/smoke.sh -----------------------------------------------------------------------------------
+def test_compose_file_is_valid():
+    """The Compose schema, as a compose tool reads it (Debian: apt-get install docker-compose)."""
+    if shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    else:
+        pytest.skip("no compose tool: apt-get install docker-compose, or Docker's compose plugin")
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
-def test_smoke_script_is_valid_bash():
-    result = subprocess.run(["bash", "-n", str(SMOKE)], capture_output=True, text=True)
+
+# --- docker/ -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", [SMOKE, STANDIN_BASE], ids=lambda p: p.name)
+def test_scripts_are_valid_bash(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    text = SMOKE.read_text()
-    assert "set -euo pipefail" in text
-    assert os.access(SMOKE, os.X_OK), "docker/smoke.sh should be executable"
-    for needed in ("docker build", "nvidia-smi", "train.epochs=1", "(cuda)"):
-        assert needed in text, f"smoke.sh no longer does {needed!r}"
+    assert "set -euo pipefail" in script.read_text()
+    assert os.access(script, os.X_OK), f"{script.name} should be executable"
     if shutil.which("shellcheck"):
-        result = subprocess.run(["shellcheck", str(SMOKE)], capture_output=True, text=True)
+        result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout
+
+
+def test_smoke_script_runs_what_the_image_test_promises():
+    text = SMOKE.read_text()
+    for needed in ("docker info", "podman", "--network none", "dvc.lock", "repro index", "train.epochs=1",
+                   "models=[bn_small]", "nvidia-smi", "metrics/bn_small.json", "--force-rm", "id=pip_cert"):
+        assert needed in text, f"smoke.sh no longer does {needed!r}"
+
+
+def test_make_image_test_and_ci_run_the_smoke_script():
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^image-test:.*\n\tbash docker/smoke\.sh$", makefile, re.M)
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert ci.index("make test") < ci.index("make image-test")
