@@ -106,8 +106,6 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
     assert image.shape[0] > 100 and image.shape[1] > 100
 
     # The same runs as a DVC plot through the custom template: log x axis, titled axes, a line per method.
-    (repo / ".dvc" / "plots").mkdir(exist_ok=True)
-    shutil.copy(REPO / ".dvc" / "plots" / "label_curve.json", repo / ".dvc" / "plots")
     out = run(repo, "dvc", "plots", "show", "--json")
     # (after DVC's note that the experiments' models=[lenet] left cifar_tanh's plots out of the workspace)
     [plot] = json.loads(out[out.index("{"):])["data"]["reports/label_curve.csv"]

@@ -66,12 +66,13 @@ def fake_plot_files(repo: Path) -> None:
         evaluated = repo / "eval" / model
         evaluated.mkdir(parents=True)
         (evaluated / "confusion.csv").write_text("actual,predicted\nShirt,Shirt\nShirt,Coat\nCoat,Coat\n")
+        (evaluated / "per_class.csv").write_text("class,test_accuracy\nShirt,0.5\nCoat,1.0\n")
         Image.new("RGB", (8, 8), "white").save(evaluated / "confusion.png")
-    for definition in yaml.load(REPO / "dvc.yaml").get("plots", []):  # top-level plots: a CSV of x and ys
-        (path, props), = definition.items()
-        ys = props["y"] if isinstance(props["y"], list) else [props["y"]]
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_text(",".join([props["x"], *ys]) + "\n0.1,0.8,0.85\n1.0,0.9,0.91\n")
+    # the label-efficiency curve: one row per run, two methods, two seeds
+    rows = [f"{frac},{method},{seed},{0.8 + frac / 10 + seed / 100}"
+            for method in ("skip", "fixmatch") for frac in (0.01, 0.1, 1.0) for seed in (0, 1)]
+    (repo / "reports").mkdir()
+    (repo / "reports" / "label_curve.csv").write_text("labeled_frac,method,seed,test_acc\n" + "\n".join(rows) + "\n")
 
 
 class VegaDivs(HTMLParser):
@@ -114,10 +115,13 @@ def test_every_plot_draws_offline_in_chromium(tmp_path):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, repo / name)
     fake_plot_files(repo)
-    run(repo, "dvc", "plots", "show", "-o", "out")
+    shown = run(repo, "dvc", "plots", "show", "-o", "out")
+    assert "failed to load" not in shown, shown
     html = (repo / "out" / "index.html").read_text(encoding="utf-8")
     ids = re.findall(r"vegaEmbed\('#([^']+)'", html)
-    assert len(ids) >= 13 and "<script src" not in html, "expected the pipeline's 13+ vega plots, inline scripts"
+    # per model: 5 training curves, the confusion matrix, per-class accuracy; and the label-efficiency curve
+    n_models = len(YAML(typ="safe", pure=True).load(REPO / "params.yaml")["models"])
+    assert len(ids) == 7 * n_models + 1 and "<script src" not in html, (ids, "inline scripts expected")
 
     # No network at all: --disable-background-networking and friends keep Chromium's own requests off too.
     result = subprocess.run(
