@@ -17,8 +17,10 @@ test: $(STAMP) fashion-mnist
 
 setup: $(STAMP)
 
-label-curve: $(STAMP)  ## queue labeled_frac x ssl.method experiments and draw reports/label_curve.png
-	python bench/label_curve.py
+# One host: `make label-curve`. Several: `make label-curve SHARD=0/2 GIT_REMOTE=origin` on one, SHARD=1/2 on
+# the other (each pushes its experiments), then `make label-curve ARGS=--plot-only GIT_REMOTE=origin` anywhere.
+label-curve: $(STAMP)  ## queue labeled_frac x ssl.method x seed experiments and draw reports/label_curve.png
+	python bench/label_curve.py $(if $(SHARD),--shard $(SHARD)) $(if $(GIT_REMOTE),--git-remote $(GIT_REMOTE)) $(ARGS)
 
 bench: $(STAMP)  ## issue #5: the notebooks vs the project -> bench/results/*.json and a table (CPU: ~12 min)
 	bash bench/run_all.sh

@@ -5,6 +5,16 @@ run them, and draw test accuracy vs labeled fraction (mean ± std over seeds) fr
     python bench/label_curve.py --plot-only              # redraw from the experiments already run
     python bench/label_curve.py --fracs 0.1 1.0 --seeds 0 1 2 --set train.epochs=30
 
+Several hosts share one grid: each runs its shard and pushes its experiments (git refs to the Git remote,
+their outputs to the default DVC remote); any host then pulls them all and draws the whole curve:
+
+    python bench/label_curve.py --shard 0/2 --git-remote origin     # on host A
+    python bench/label_curve.py --shard 1/2 --git-remote origin     # on host B
+    python bench/label_curve.py --plot-only --git-remote origin     # anywhere, afterwards
+
+On a host with several GPUs, --jobs N runs N experiments at once, each on a GPU of its own (the train stage
+claims one: fewlabels.distributed.claim_gpu; FEWLABELS_GPU_SLOTS=k lets k experiments share each GPU).
+
 Writes reports/label_curve.csv (one row per run; a DVC plot in `dvc plots show`) and
 reports/label_curve.png, and prints the table of means. With every label kept there is nothing unlabeled, so
 at labeled_frac 1.0 only `skip` runs.
@@ -31,21 +41,31 @@ def dvc(*args: str) -> str:
     return subprocess.run(["dvc", *args], check=True, capture_output=True, text=True).stdout
 
 
-def queue_grid(fracs, methods, seeds, extra_sets) -> int:
-    n = 0
-    for frac in fracs:
-        for method in methods:
-            if frac == 1.0 and method != "skip":
-                continue  # nothing is unlabeled: identical to skip
-            for seed in seeds:
-                sets = [f"labeled_frac={frac}", f"ssl.method={method}", f"seed={seed}", *extra_sets]
-                dvc("exp", "run", "--queue", *[a for s in sets for a in ("-S", s)])
-                n += 1
-    return n
+def grid(fracs, methods, seeds, shard: tuple[int, int] = (0, 1)) -> list[tuple[float, str, int]]:
+    """The (labeled_frac, ssl.method, seed) cells of shard i of n: every n-th cell, from the i-th. At
+    labeled_frac 1.0 nothing is unlabeled, so only skip runs there."""
+    cells = [(frac, method, seed) for frac in fracs for method in methods for seed in seeds
+             if frac < 1.0 or method == "skip"]
+    i, n = shard
+    return cells[i::n]
 
 
-def wait_for_queue() -> None:
-    """Block until no queued or running experiment is left; say which failed."""
+def queue_grid(cells, extra_sets) -> int:
+    for frac, method, seed in cells:
+        sets = [f"labeled_frac={frac}", f"ssl.method={method}", f"seed={seed}", *extra_sets]
+        dvc("exp", "run", "--queue", *[a for s in sets for a in ("-S", s)])
+    return len(cells)
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, e.g. 0/2; got {text!r}")
+    return int(i), int(n)
+
+
+def wait_for_queue() -> list[str]:
+    """Block until no queued or running experiment is left; say which failed; return the ones that ran."""
     while True:
         tasks = queue_tasks(dvc("queue", "status"))
         active = sum(status in ("Queued", "Running") for status in tasks.values())
@@ -56,6 +76,7 @@ def wait_for_queue() -> None:
     failed = [name for name, status in tasks.items() if status == "Failed"]
     if failed:
         print("failed experiments (see `dvc queue logs NAME`):\n  " + "\n  ".join(failed), file=sys.stderr)
+    return [name for name, status in tasks.items() if status == "Success"]
 
 
 def with_run_records(rows: list[dict]) -> list[dict]:
@@ -73,17 +94,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--model", help="whose test accuracy to plot (default: the first of params.yaml models)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra -S for every experiment")
-    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (each uses every core)")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (on a CPU each uses every core)")
+    parser.add_argument("--shard", type=shard_arg, default=(0, 1), metavar="I/N",
+                        help="run only shard I of N of the grid (one per host)")
+    parser.add_argument("--git-remote", help="push this host's experiments there, and pull every host's before drawing")
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args()
     model = args.model or load("params.yaml").models[0]
 
     if not args.plot_only:
-        print(f"queued {queue_grid(args.fracs, args.methods, args.seeds, args.sets)} experiments", flush=True)
+        cells = grid(args.fracs, args.methods, args.seeds, args.shard)
+        print(f"queued {queue_grid(cells, args.sets)} experiments", flush=True)
         # Not through dvc(): the queue's worker would inherit the captured pipe and keep it open to the end.
         subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], check=True, stdout=subprocess.DEVNULL)
-        wait_for_queue()
+        ran = wait_for_queue()
+        if args.git_remote and ran:
+            dvc("exp", "push", args.git_remote, *ran)  # git refs, and their outputs to the DVC remote
+    if args.git_remote:
+        dvc("exp", "pull", args.git_remote)  # every host's experiments of this commit, with their outputs
 
     rows = with_run_records(curve_rows(json.loads(dvc("exp", "show", "--json")), model))
     if not rows:

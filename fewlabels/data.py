@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from fewlabels.errors import ParamError
+
 UNLABELED = -1  # stored in place of the label of an unlabeled index
 
 
@@ -34,6 +36,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint64)[0] >> 1)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """A 63-bit seed for one rank of a distributed run: its own augmentation and dropout draws, none of
+    them an epoch's seed (the three-word entropy differs from epoch_seed's two)."""
+    return int(np.random.SeedSequence([seed, rank, 1]).generate_state(2, np.uint64)[0] >> 1)
+
+
 def spread(n_labeled: int, n_unlabeled: int) -> list[bool]:
     """Order of labeled (True) and unlabeled (False) batches, evenly interleaved.
 
@@ -45,10 +53,10 @@ def spread(n_labeled: int, n_unlabeled: int) -> list[bool]:
     return [labeled for _, labeled in sorted(keys, key=lambda k: k[0])]
 
 
-def _chunks(indices: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """`indices` in batches of `size`; a lone leftover index joins the batch before it."""
+def _chunks(indices: torch.Tensor, size: int, smallest: int) -> list[torch.Tensor]:
+    """`indices` in batches of `size`; a last batch of fewer than `smallest` joins the batch before it."""
     chunks = [c for c in indices.split(size) if len(c)]  # split() of an empty tensor gives one empty chunk
-    if size > 1 and len(chunks) > 1 and len(chunks[-1]) == 1:  # (batch_size 1 asks for one-image batches)
+    if len(chunks) > 1 and len(chunks[-1]) < smallest:
         chunks[-2:] = [torch.cat(chunks[-2:])]
     return chunks
 
@@ -65,11 +73,19 @@ class PureBatchSampler(Sampler[IndexBatch]):
     `unlabeled_batch_size` defaults to batch_size. `unlabeled_per_labeled` caps the unlabeled
     batches of an epoch at that many per labeled batch (a fresh random subset each epoch);
     None keeps them all. Indices are moved to `device` once per epoch.
+
+    Distributed training (`world_size` processes in lockstep, this one `rank`): batch_size is the global
+    batch, what one optimizer step sees. Every rank draws the same global batches (same seed), so at every
+    step all ranks hold the same kind of batch, and each takes its share of it, rank::world_size: the
+    ranks' shares differ by at most one image, are disjoint, and together cover every index once per epoch.
+    Every rank has the same number of batches, so none runs out early (which would hang the all-reduce). A
+    last global batch smaller than 2 x world_size joins the one before it, so every share holds at least
+    two images (with world_size 1: the single-image rule above).
     """
 
     def __init__(self, labeled, unlabeled, batch_size: int, seed: int,
                  unlabeled_batch_size: int | None = None, device: str | torch.device = "cpu",
-                 unlabeled_per_labeled: float | None = None):
+                 unlabeled_per_labeled: float | None = None, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.labeled = torch.as_tensor(np.asarray(labeled), dtype=torch.int64)
@@ -77,18 +93,27 @@ class PureBatchSampler(Sampler[IndexBatch]):
         self.batch_size = batch_size
         self.unlabeled_batch_size = unlabeled_batch_size or batch_size
         self.unlabeled_per_labeled = unlabeled_per_labeled
+        self.rank, self.world_size = rank, world_size
         self.seed, self.epoch, self.device = seed, 0, device
+        for kind, indices in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
+            if 0 < len(indices) < 2 * world_size and world_size > 1:
+                raise ParamError(f"{len(indices)} {kind} images cannot be shared by {world_size} processes: each "
+                                 "needs at least 2 per batch; lower dist.nproc_per_node or raise labeled_frac")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _smallest(self, size: int) -> int:
+        """The smallest last batch kept on its own: 2 per rank (1 when one-image batches were asked for)."""
+        return 2 * self.world_size if size > 1 else 1
+
     def _all_batches(self, labeled: bool) -> int:
         n, size = (len(self.labeled), self.batch_size) if labeled else (len(self.unlabeled), self.unlabeled_batch_size)
         full, rest = divmod(n, size)
-        return full + (rest > 0) - (rest == 1 and full > 0)  # the last batch may be partial; a lone image is folded in
+        return full + (rest > 0) - (0 < rest < self._smallest(size) and full > 0)  # a small last batch is folded in
 
     def n_batches(self, labeled: bool) -> int:
-        """Batches of that kind per epoch."""
+        """Batches of that kind per epoch (the same on every rank)."""
         n = self._all_batches(labeled)
         if labeled or self.unlabeled_per_labeled is None:
             return n
@@ -100,13 +125,14 @@ class PureBatchSampler(Sampler[IndexBatch]):
     def __iter__(self):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         chunks = {
-            True: _chunks(self.labeled[torch.randperm(len(self.labeled), generator=gen)], self.batch_size),
+            True: _chunks(self.labeled[torch.randperm(len(self.labeled), generator=gen)], self.batch_size,
+                          self._smallest(self.batch_size)),
             False: _chunks(self.unlabeled[torch.randperm(len(self.unlabeled), generator=gen)],
-                           self.unlabeled_batch_size)[:self.n_batches(False)],
+                           self.unlabeled_batch_size, self._smallest(self.unlabeled_batch_size))[:self.n_batches(False)],
         }
         order = spread(len(chunks[True]), len(chunks[False]))
         taken = {True: iter(chunks[True]), False: iter(chunks[False])}
-        batches = [next(taken[labeled]) for labeled in order]
+        batches = [next(taken[labeled])[self.rank::self.world_size] for labeled in order]
         if not batches:
             return
         # One host-to-device copy per epoch instead of one per step.

@@ -14,8 +14,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fewlabels import augment
-from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure
+from torch.nn.parallel import DistributedDataParallel
+
+from fewlabels import augment, distributed
+from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure, rank_seed
+from fewlabels.distributed import Dist
 from fewlabels.errors import DeviceError, ParamError
 from fewlabels.params import SSLConfig, TrainConfig
 
@@ -23,12 +26,15 @@ EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so l
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when a GPU is visible; 'cuda' without one is an error, not a silent CPU run."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    """'auto' picks CUDA when a GPU is visible; 'cuda' without one is an error, not a silent CPU run.
+    On CUDA the process claims a GPU of its own (distributed.claim_gpu) and makes it the current one."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise DeviceError("train.device is 'cuda' but torch sees no CUDA GPU; set train.device to auto or cpu")
-    return torch.device(name)
+    device = torch.device("cuda", distributed.claim_gpu(torch.cuda.device_count()))
+    torch.cuda.set_device(device)
+    return device
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -170,7 +176,8 @@ UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "f
 class TrainState:
     """What changes while training, and exactly what a resume checkpoint holds (state_dict / load_state_dict):
     with it and the run's settings, training continues as if it had never stopped."""
-    model: torch.nn.Module
+    model: torch.nn.Module    # the model itself (what is saved)
+    net: torch.nn.Module      # what trains: the model, or its DistributedDataParallel wrapper
     ema: AveragedModel | None
     optimizer: torch.optim.Optimizer
     scheduler: object | None  # a torch lr scheduler, or None
@@ -189,19 +196,21 @@ class TrainState:
         """What is validated, checkpointed and saved: the weight average when train.ema is on."""
         return self.ema.module if self.ema else self.model
 
-    def state_dict(self) -> dict:
-        cuda = self.model_device().type == "cuda"
+    def state_dict(self, dist: Dist, device: torch.device) -> dict:
+        """Every rank takes part (the RNG states are gathered); rank 0's copy is the one to save."""
+        cuda = device.type == "cuda"
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else None}
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "counters": {name: getattr(self, name) for name in _COUNTERS},
             "best_state": self.best_state,
-            # augmentation and dropout draw from these; the sampler reshuffles from (seed, epoch) alone
-            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else None},
+            # each rank's: augmentation and dropout draw from these; the sampler reshuffles from (seed, epoch) alone
+            "rng": distributed.gather(rng, dist, device),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, rank: int) -> None:
         self.model.load_state_dict(state["model"])
         if self.ema:
             self.ema.load_state_dict(state["ema"])
@@ -211,12 +220,10 @@ class TrainState:
         for name, value in state["counters"].items():
             setattr(self, name, value)
         self.best_state = state["best_state"]
-        torch.set_rng_state(state["rng"]["cpu"])
-        if state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-
-    def model_device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        rng = state["rng"][rank]
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 _COUNTERS = ("epoch", "history", "best_epoch", "best_score", "stale", "stopped", "images_seen", "train_seconds")
@@ -234,6 +241,7 @@ class Loop:
     device: torch.device
     sched_when: str | None  # when the scheduler steps: 'batch' | 'epoch' | 'valid_loss' | None
     unlabeled_share: float  # unlabeled batches per labeled batch (>= 1)
+    dist: Dist              # this process's rank among the run's processes
 
 
 def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, float, int]:
@@ -244,11 +252,11 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
     minimises labeled loss + weight x mean unlabeled loss, as FixMatch does with mixed batches.
     Loss and accuracy accumulate on the device: the only host synchronisation is at the end.
     """
-    model, cfg, ssl, device = state.model, loop.cfg, loop.ssl, loop.device
+    net, cfg, ssl, device = state.net, loop.cfg, loop.ssl, loop.device
     unlabeled_loss = UNLABELED_OBJECTIVES[ssl.method]
     unlabeled_weight = ramp(ssl, epoch) / loop.unlabeled_share
-    teacher = state.scored
-    model.train()
+    teacher = state.scored  # never the DDP wrapper: its forward is a collective, the teacher's need not be
+    net.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen, pending = 0, False  # pending: unlabeled gradients waiting for the next step
@@ -259,13 +267,13 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
             if unlabeled_weight == 0:
                 continue
             with _autocast(device, cfg.amp):
-                loss = unlabeled_loss(model, loop.prep(batch.x), ssl, loop.weak, teacher)
+                loss = unlabeled_loss(net, loop.prep(batch.x), ssl, loop.weak, teacher)
             if loss is not None:
                 (unlabeled_weight * loss).backward()
                 pending = True
             continue
         with _autocast(device, cfg.amp):
-            logits = model(loop.weak(loop.prep(batch.x)))
+            logits = net(loop.weak(loop.prep(batch.x)))
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
         loss.backward()
         _step(state)
@@ -277,6 +285,10 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
         seen += len(batch.y)
     if pending:  # unlabeled batches after the epoch's last labeled one (or an epoch with no labels)
         _step(state)
+    if loop.dist.world_size > 1:  # every rank's share of the epoch
+        totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double(),
+                                                  torch.tensor(seen, dtype=torch.float64, device=device)]), loop.dist)
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
     return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1), seen
 
 
@@ -307,7 +319,7 @@ def _end_epoch(state: TrainState, loop: Loop, row: dict, stop: bool) -> None:
 
 def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, valid_labels,
         cfg: TrainConfig, seed: int, ssl: SSLConfig = SSLConfig(), log_epoch=None,
-        resume: dict | None = None, save_state=None) -> dict:
+        resume: dict | None = None, save_state=None, dist: Dist = Dist()) -> dict:
     """Train `model`; return the best state_dict (by cfg.select_metric) and the per-epoch history.
 
     train_labels must already be masked (fewlabels.data.mask_labels): the engine never sees the
@@ -315,13 +327,28 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     module they scored (`model`, or its weight average when cfg.ema is on); returning True stops training.
     `save_state(state_dict)` is called after every epoch with what `resume` takes to continue from there
     exactly (TrainState.state_dict()): the same final weights as a run that never stopped.
+
+    Distributed (`dist.world_size` > 1, every rank calling fit with the same arguments): the ranks train on
+    their shares of each global batch in lockstep (PureBatchSampler) with DistributedDataParallel; batch
+    norm is SyncBatchNorm on CUDA, so its statistics are the whole global batch's as in one process (torch
+    has no CPU SyncBatchNorm: with gloo each rank normalises by its share, and DDP copies rank 0's running
+    statistics to every rank before each forward pass). Rank 0 alone validates (the same numbers as one
+    process on the same weights), calls log_epoch and save_state, and hands its results to the others;
+    `resume` is read from rank 0.
     """
     if ssl.method == "mean_teacher" and not cfg.ema:
         raise ParamError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
     device = resolve_device(cfg.device)
+    distributed.init(dist, device)
     torch.manual_seed(seed)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=layout)
+    net = model
+    if dist.world_size > 1:
+        if device.type == "cuda":
+            model = net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(rank_seed(seed, dist.rank))  # DDP copied rank 0's weights; from here each rank draws its own
     mean, std = channel_stats(train_images)
     normalize = Normalize(mean, std).to(device)
 
@@ -330,7 +357,8 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
 
     dataset = InMemoryImages(train_images.to(device), train_labels.to(device))
     sampler = PureBatchSampler(labeled, unlabeled, cfg.batch_size, seed, device=device,
-                               unlabeled_per_labeled=None if ssl.method == "skip" else ssl.unlabeled_ratio)
+                               unlabeled_per_labeled=None if ssl.method == "skip" else ssl.unlabeled_ratio,
+                               rank=dist.rank, world_size=dist.world_size)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     scheduler, sched_when = SCHEDULERS[cfg.scheduler](optimizer, cfg, sampler.n_batches(True))
     # The averaged copy also averages batch-norm statistics (use_buffers), so it is ready to evaluate.
@@ -339,11 +367,13 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
         ema.eval()  # as a teacher too: no dropout, and batch norm keeps its averaged statistics
     loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep,
                 augment.POLICIES[cfg.augment], cfg, ssl, device, sched_when,
-                unlabeled_share=max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True))))
-    state = TrainState(model, ema, optimizer, scheduler)
+                unlabeled_share=max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True))), dist=dist)
+    state = TrainState(model, net, ema, optimizer, scheduler)
+    resume = distributed.broadcast(resume, dist, device)
     if resume is not None:
-        state.load_state_dict(resume)
-        print(f"resuming after epoch {state.epoch}/{cfg.epochs}", flush=True)
+        state.load_state_dict(resume, dist.rank)
+        if dist.main:
+            print(f"resuming after epoch {state.epoch}/{cfg.epochs}", flush=True)
     valid_labels = valid_labels.to(device)
 
     while not state.stopped and state.epoch < cfg.epochs:
@@ -352,20 +382,25 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
         start = time.perf_counter()
         train_loss, train_acc, n = _train_epoch(state, loop, epoch)
         epoch_seconds = time.perf_counter() - start  # _train_epoch's .item() waited for the device
-        valid_loss, valid_acc = loss_and_accuracy(predict(state.scored, prep, valid_images, device, cfg.amp),
-                                                  valid_labels)
-        lr = optimizer.param_groups[0]["lr"]
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
-               "valid_acc": valid_acc, "lr": lr, "seconds": epoch_seconds}
+        row, stop = None, False
+        if dist.main:
+            valid_loss, valid_acc = loss_and_accuracy(predict(state.scored, prep, valid_images, device, cfg.amp),
+                                                      valid_labels)
+            lr = optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
+                   "valid_acc": valid_acc, "lr": lr, "seconds": epoch_seconds}
+            print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                  f"valid loss {valid_loss:.4f} acc {valid_acc:.4f}  lr {lr:.2e}  {epoch_seconds:.1f}s  "
+                  f"({device.type}{f' x{dist.world_size}' if dist.world_size > 1 else ''})", flush=True)
+            stop = bool(log_epoch(row, state.scored)) if log_epoch else False
+        row, stop = distributed.broadcast((row, stop), dist, device)
         state.history.append(row)
         state.epoch, state.images_seen, state.train_seconds = epoch, state.images_seen + n, state.train_seconds + epoch_seconds
-        print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-              f"valid loss {valid_loss:.4f} acc {valid_acc:.4f}  lr {lr:.2e}  {epoch_seconds:.1f}s  ({device.type})",
-              flush=True)
-        stop = bool(log_epoch(row, state.scored)) if log_epoch else False
         _end_epoch(state, loop, row, stop)
-        if save_state:
-            save_state(state.state_dict())
+        if save_state or dist.world_size > 1:  # every rank takes part in gathering the state
+            saved = state.state_dict(dist, device)
+            if save_state:
+                save_state(saved)
 
     return {
         "state_dict": {k: v.cpu() for k, v in state.best_state.items()},
@@ -375,6 +410,7 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
         "train_seconds": state.train_seconds,
         "images_per_s": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "device": str(device),
+        "world_size": dist.world_size,
         "mean": mean,
         "std": std,
     }

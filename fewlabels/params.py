@@ -38,8 +38,10 @@ SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher"]
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
     r"^(https|http|file)://\S+$": "an https://, http:// or file:// URL",
     r"^(md5:[0-9a-f]{32}|gunzip-sha256:[0-9a-f]{64})$": "'md5:' and 32 hex digits, or 'gunzip-sha256:' and 64",
+    r"^$|^[\w.-]+:\d+$": "host:port (or empty for one host)",
+    r"^[\w.-]+$": "letters, digits, '.', '_' or '-'",
 }
-MirrorURL, Digest = (Annotated[str, Field(pattern=pattern)] for pattern in PATTERNS)
+MirrorURL, Digest, Endpoint, RunName = (Annotated[str, Field(pattern=pattern)] for pattern in PATTERNS)
 
 
 class Section(BaseModel):
@@ -138,6 +140,19 @@ class SSLConfig(Section):
         3.0, description="unlabeled batches per labeled batch each epoch; null: every unlabeled image once")
 
 
+class DistConfig(Section):
+    """How many processes train one model (torchrun); the train stage starts torchrun itself when > 1."""
+    nproc_per_node: int = Field(1, ge=1, le=1024, description="training processes per host (one per GPU); 1: a "
+                                                              "plain process, as before")
+    nnodes: int = Field(1, ge=1, le=1024, description="hosts training one model together; > 1 needs rdzv_endpoint")
+    rdzv_endpoint: Endpoint = Field("", description="host:port that every host of a multi-host run can reach (one of them)")
+    rdzv_id: RunName = Field("fewlabels", description="names one multi-host run: the same on its hosts")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
 class Params(Section):
     """params.yaml. Top-level keys are the ones scenarios override: `dvc exp run -S labeled_frac=0.1`."""
     dataset: Dataset = Field("fashion_mnist", description="fashion_mnist, mnist or cifar10")
@@ -150,6 +165,7 @@ class Params(Section):
                                     description="registry models that `dvc repro` trains and compares")
     train: TrainConfig = TrainConfig()
     ssl: SSLConfig = SSLConfig()
+    dist: DistConfig = DistConfig()
 
     @field_validator("models")
     @classmethod
@@ -165,6 +181,8 @@ class Params(Section):
             raise ValueError(f"data.sources.{self.dataset} must list at least one mirror for dataset {self.dataset}")
         if self.dataset not in self.data.digests:
             raise ValueError(f"missing key data.digests.{self.dataset}")
+        if self.dist.nnodes > 1 and not self.dist.rdzv_endpoint:
+            raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint: host:port of one of the hosts, e.g. node0:29400")
         if self.ssl.method == "mean_teacher" and not self.train.ema:
             raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
         return self
@@ -376,6 +394,8 @@ def _flow(value) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
+    if value == "":
+        return "''"
     if isinstance(value, list):
         return "[" + ", ".join(_flow(v) for v in value) + "]"
     return str(value)

@@ -7,17 +7,24 @@ not a DVC metric) and per-epoch curves with DVCLive in dvclive/<model>/.
 After every epoch the run's state goes to <resume>/<key>.pt (fewlabels.checkpoint.ResumeStore): a run that
 was killed continues from its last finished epoch when rerun with the same params, data and code, and ends
 with the weights an uninterrupted run would have had. A successful run removes it.
+
+With dist.nproc_per_node x dist.nnodes > 1 the stage re-executes itself under torchrun (fewlabels.distributed):
+every process trains its share; rank 0 alone writes the outputs. On each further host of a multi-host run,
+start the same command (`python -m stages.train ...` from dvc.yaml) with the same params.yaml.
 """
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from dvclive import Live
 
-from fewlabels import checkpoint, prepared
+from fewlabels import checkpoint, distributed, prepared
 from fewlabels.atomic import write_json
 from fewlabels.data import fit_inputs
+from fewlabels.distributed import Dist
 from fewlabels.engine import fit, resolve_device
 from fewlabels.models import build_model, count_parameters
 from stages._common import load_params, run
@@ -41,6 +48,11 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, required=True, help=".resume/<model>: resume states (git-ignored)")
     args = parser.parse_args()
     p = load_params()
+    if p.dist.world_size > 1 and not distributed.under_torchrun():
+        command = distributed.torchrun_command(p.dist, "stages.train", sys.argv[1:])
+        print(f"{args.model}: {p.dist.world_size} processes: {' '.join(command[1:])}", flush=True)
+        os.execv(command[0], command)  # this process becomes torchrun; DVC waits for it as before
+    dist = Dist.from_env()
     d = prepared.load(args.prepared, "x_train", "y_train", "classes")
     x, y, classes = d["x_train"], d["y_train"], d["classes"]
     train_idx, valid_idx = np.load(args.split / "train.npy"), np.load(args.split / "valid.npy")
@@ -49,15 +61,20 @@ def main() -> None:
     torch.manual_seed(p.seed)
     model = build_model(args.model, channels, size, len(classes))
     n_params = count_parameters(model)
-    print(f"{args.model}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
+    if dist.main:
+        print(f"{args.model}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
 
     device = resolve_device(p.train.device)
     store = checkpoint.ResumeStore(args.resume, checkpoint.run_key(
         model=args.model, seed=p.seed, labeled_frac=p.labeled_frac, train=p.train.model_dump(),
         ssl=p.ssl.model_dump(), device=device.type, code=checkpoint.project_sources(),
-        data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled)))
-    resume = store.load(device)
+        data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled), world=p.dist.world_size))
+    resume = store.load(device) if dist.main else None  # rank 0 hands it to the others
+    inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
     try:
+        if not dist.main:  # trains its share; writes nothing
+            fit(model, *inputs, p.train, p.seed, p.ssl, dist=dist)
+            return
         # DVC deletes a stage's outputs (these curves too) before it reruns the stage: a resumed run replays
         # the finished epochs' rows, so the curves come out as an uninterrupted run's.
         with Live(str(args.live), dvcyaml=None, save_dvc_exp=False) as live:
@@ -69,13 +86,15 @@ def main() -> None:
 
             for row in resume["counters"]["history"] if resume else []:
                 log_epoch(row, None)
-            inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
-            result = fit(model, *inputs, p.train, p.seed, p.ssl, log_epoch, resume=resume, save_state=store.save)
+            result = fit(model, *inputs, p.train, p.seed, p.ssl, log_epoch, resume=resume, save_state=store.save,
+                         dist=dist)
     except KeyboardInterrupt:
         if store.saved_epoch is None:
             raise
         raise KeyboardInterrupt(f"no model written; epoch {store.saved_epoch} is kept in {store.path}, "
                                 "rerun to continue from there") from None
+    finally:
+        distributed.shutdown()
 
     checkpoint.save(args.out, {  # deterministic: no wall-clock figure, so evaluate does not rerun for nothing
         "model": args.model, "channels": channels, "size": size, "classes": classes,
@@ -84,7 +103,7 @@ def main() -> None:
         "history": [{k: row[k] for k in HISTORY} for row in result["history"]],
     })
     write_json(args.run_record, {
-        "device": result["device"], "n_parameters": n_params, "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
+        "device": result["device"], "world_size": result["world_size"], "n_parameters": n_params, "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
         "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
         "train_seconds": result["train_seconds"], "images_per_s": result["images_per_s"],
         "epoch_seconds": [row["seconds"] for row in result["history"]],

@@ -79,11 +79,50 @@ Worker status: 1 active, 0 idle
 def test_grid_is_fracs_by_methods_by_seeds_without_ssl_at_full_labels(monkeypatch):
     from bench import label_curve
 
+    cells = label_curve.grid([0.1, 1.0], ["skip", "fixmatch"], [0, 1])
+    assert cells == [(0.1, "skip", 0), (0.1, "skip", 1), (0.1, "fixmatch", 0), (0.1, "fixmatch", 1),
+                     (1.0, "skip", 0), (1.0, "skip", 1)]
+    shards = [label_curve.grid([0.1, 1.0], ["skip", "fixmatch"], [0, 1], (i, 3)) for i in range(3)]
+    assert sorted(c for shard in shards for c in shard) == sorted(cells) and all(len(s) == 2 for s in shards)
     queued = []
     monkeypatch.setattr(label_curve, "dvc", lambda *args: queued.append(args[3:]))
-    assert label_curve.queue_grid([0.1, 1.0], ["skip", "fixmatch"], [0, 1], ["train.epochs=3"]) == 6
-    assert queued[0] == ("-S", "labeled_frac=0.1", "-S", "ssl.method=skip", "-S", "seed=0", "-S", "train.epochs=3")
-    assert {q[3] for q in queued if q[1] == "labeled_frac=1.0"} == {"ssl.method=skip"}
+    assert label_curve.queue_grid(cells[:1], ["train.epochs=3"]) == 1
+    assert queued == [("-S", "labeled_frac=0.1", "-S", "ssl.method=skip", "-S", "seed=0", "-S", "train.epochs=3")]
+
+
+@pytest.mark.parametrize("text", ["2/2", "a/2", "1", "-1/2"])
+def test_a_bad_shard_is_refused(text):
+    import argparse
+
+    from bench import label_curve
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected I/N"):
+        label_curve.shard_arg(text)
+
+
+def test_two_hosts_share_the_grid_through_git_and_dvc_remotes(tmp_path):
+    """Two clones stand in for two hosts: a bare repository is the shared Git remote, a directory the DVC
+    remote. Each runs its shard and pushes; the curve drawn in the second holds the first one's runs too."""
+    first = make_project(tmp_path)
+    (first / "bench").mkdir()
+    shutil.copy(REPO / "bench" / "label_curve.py", first / "bench")
+    run(first, "dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-store"))
+    commit(first, "curve script and DVC remote")
+    run(tmp_path, "git", "init", "-q", "--bare", "shared.git")
+    run(first, "git", "remote", "add", "origin", str(tmp_path / "shared.git"))
+    run(first, "git", "push", "-q", "origin", "HEAD:main")
+    run(tmp_path, "git", "clone", "-q", "-b", "main", str(tmp_path / "shared.git"), "second")
+    second = tmp_path / "second"
+    for key, value in (("user.name", "test"), ("user.email", "test@example.com")):
+        run(second, "git", "config", key, value)
+    grid = ["--fracs", "0.5", "1.0", "--methods", "skip", "--seeds", "0", "--set", "train.epochs=1",
+            "--set", "models=[lenet]", "--model", "lenet", "--git-remote", "origin"]
+    assert "queued 1 experiments" in run(first, "python", "bench/label_curve.py", *grid, "--shard", "0/2")
+    assert "queued 1 experiments" in run(second, "python", "bench/label_curve.py", *grid, "--shard", "1/2")
+    with open(second / "reports" / "label_curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["labeled_frac"]) for r in rows] == [("skip", "0.5"), ("skip", "1.0")]
+    assert all(r["device"] == "cpu" and float(r["train_seconds"]) > 0 for r in rows)  # read from the DVC remote
 
 
 def test_label_curve_command_queues_runs_and_draws(tmp_path):

@@ -184,6 +184,7 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
                  **options):
         calls.append((train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels))
         return {"state_dict": {}, "best_epoch": 1, "history": [], "epochs_run": 0, "train_seconds": 0.0,
+                "world_size": 1,
                 "images_per_s": 0.0, "device": "cpu", "mean": [0.5], "std": [0.5]}
 
     monkeypatch.setattr(stages.train, "fit", fake_fit)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from fewlabels.errors import ParamError
 from fewlabels.data import Batch, InMemoryImages, PureBatchSampler, collate_pure, epoch_seed, spread
 
 # (n labeled images, n unlabeled images, batch size): even and ragged splits, one kind empty,
@@ -201,3 +202,52 @@ def test_unlabeled_per_labeled_caps_unlabeled_batches(ratio, n_unlabeled_batches
         subsets.append(set(drawn))
     if n_unlabeled_batches < 20:
         assert subsets[0] != subsets[1]  # a fresh subset each epoch, so all unlabeled images get used
+
+
+# distributed: ranks in lockstep --------------------------------------------------------------------
+
+LOCKSTEP = [  # (n labeled, n unlabeled, global batch size, ranks, unlabeled batches per labeled batch)
+    (50, 50, 10, 2, None),
+    (53, 47, 10, 2, None),   # ragged: the last global batch of each kind splits unevenly
+    (51, 21, 10, 3, None),   # a last batch of 1 and of 1: folded into the batch before
+    (45, 300, 16, 4, 3),     # unlabeled batches capped at 3 per labeled batch
+    (13, 0, 8, 2, None),     # a last batch of 5 (>= 2 per rank) stays on its own
+    (6, 6, 64, 3, None),     # fewer images than one batch: every rank still gets 2
+]
+
+
+@pytest.mark.parametrize("n_labeled,n_unlabeled,batch_size,world_size,ratio", LOCKSTEP)
+def test_ranks_draw_the_same_kind_at_every_step_and_cover_every_index_once(
+        n_labeled, n_unlabeled, batch_size, world_size, ratio):
+    ranks = [make_sampler(n_labeled, n_unlabeled, batch_size, rank=r, world_size=world_size,
+                          unlabeled_per_labeled=ratio)[0] for r in range(world_size)]
+    for e in (1, 2):
+        per_rank = [epoch(s, e) for s in ranks]
+        assert len({len(batches) for batches in per_rank}) == 1  # nobody runs out early: DDP would hang
+        assert all(len(per_rank[0]) == len(s) for s in ranks)
+        for step in zip(*per_rank):
+            assert len({b.labeled for b in step}) == 1               # same kind on every rank
+            sizes = [len(b.indices) for b in step]
+            assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 2  # fair shares, batch norm-safe
+        seen = {True: [], False: []}
+        for batches in per_rank:
+            for b in batches:
+                seen[b.labeled] += b.indices.tolist()
+        _, labeled, unlabeled = make_sampler(n_labeled, n_unlabeled, batch_size)
+        assert sorted(seen[True]) == labeled.tolist()                # every labeled index once, across ranks
+        assert len(seen[False]) == len(set(seen[False])) and set(seen[False]) <= set(unlabeled.tolist())
+        if ratio is None:
+            assert sorted(seen[False]) == unlabeled.tolist()
+
+
+def test_one_rank_draws_what_the_single_process_sampler_draws():
+    """world_size 1 is today's sampler: the same batches, in the same order."""
+    single, _, _ = make_sampler(53, 47, 10)
+    ranked, _, _ = make_sampler(53, 47, 10, rank=0, world_size=1)
+    assert [(b.labeled, b.indices.tolist()) for b in epoch(single)] == \
+           [(b.labeled, b.indices.tolist()) for b in epoch(ranked)]
+
+
+def test_too_few_images_for_the_ranks_is_a_clear_error():
+    with pytest.raises(ParamError, match="3 labeled images cannot be shared by 2 processes"):
+        make_sampler(3, 10, 8, world_size=2)

@@ -1,0 +1,125 @@
+"""Training one model in several processes (torch.distributed, started by torchrun) and claiming GPUs.
+
+With dist.nproc_per_node x dist.nnodes > 1 the train stage re-executes itself under torchrun, which starts
+one process per GPU (or per CPU share) and sets RANK, WORLD_SIZE and LOCAL_RANK in each; the engine then
+trains in lockstep (DistributedDataParallel: NCCL on CUDA, gloo on the CPU). Rank 0 alone validates and
+writes every output.
+
+GPUs: every training process claims one with an exclusive lock file per GPU (and slot), so queued
+experiments (`dvc queue start -j N`) and the ranks of a torchrun run each land on a different GPU, which
+DVC's queue itself does not arrange. The kernel drops the lock when the process ends, however it ends.
+"""
+import fcntl
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as torch_dist
+
+from fewlabels.params import DistConfig
+
+LOCK_DIR_ENV = "FEWLABELS_GPU_LOCK_DIR"  # shared by every process that may claim this host's GPUs
+SLOTS_ENV = "FEWLABELS_GPU_SLOTS"        # processes a GPU takes at once (small models leave a GPU idle)
+DEFAULT_LOCK_DIR = "/tmp/fewlabels-gpu-locks"
+POLL_S = 2.0  # seconds between tries while every GPU slot is taken
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a distributed run: (0, 1, 0) for a plain single process."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that validates, logs and writes outputs."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        """As torchrun sets it in each process it starts."""
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ
+
+
+def torchrun_command(cfg: DistConfig, module: str, args: list[str]) -> list[str]:
+    """`python -m torch.distributed.run ... -m <module> <args>` for the run `cfg` describes: one host
+    (--standalone: a local rendezvous on a free port) or several (c10d rendezvous at cfg.rdzv_endpoint)."""
+    where = (["--standalone"] if cfg.nnodes == 1 else
+             ["--rdzv-backend", "c10d", "--rdzv-endpoint", cfg.rdzv_endpoint, "--rdzv-id", cfg.rdzv_id])
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(cfg.nnodes),
+            "--nproc-per-node", str(cfg.nproc_per_node), *where, "-m", module, *args]
+
+
+def init(dist: Dist, device: torch.device) -> None:
+    if dist.world_size > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def shutdown() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def broadcast(obj, dist: Dist, device: torch.device):
+    """Rank 0's `obj` (any picklable value), on every rank."""
+    if dist.world_size == 1:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
+
+
+def gather(obj, dist: Dist, device: torch.device) -> list:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if dist.world_size == 1:
+        return [obj]
+    out = [None] * dist.world_size
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
+def all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
+    if dist.world_size > 1:
+        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
+    return values
+
+
+_claimed = {}  # the lock files this process holds: kept open (and locked) until it exits
+
+
+def claim_gpu(n_gpus: int, lock_dir: Path | None = None, slots: int | None = None, wait: bool = True) -> int:
+    """The index of a GPU this process now holds one of `slots` locks on, filling every GPU's first slot
+    before any second one. Blocks while all are taken (or returns -1 with wait=False)."""
+    if "index" in _claimed:
+        return _claimed["index"]
+    lock_dir = Path(lock_dir or os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR))
+    slots = slots or int(os.environ.get(SLOTS_ENV, 1))
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        for slot in range(slots):
+            for gpu in range(n_gpus):
+                f = open(lock_dir / f"gpu{gpu}.slot{slot}.lock", "a")  # noqa: SIM115  held for the process's life
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.close()
+                    continue
+                _claimed.update(index=gpu, file=f)
+                return gpu
+        if not wait:
+            return -1
+        if not waited:
+            print(f"waiting for a free GPU: all {n_gpus} x {slots} slots in {lock_dir} are held "
+                  f"(raise {SLOTS_ENV} to share GPUs)", file=sys.stderr, flush=True)
+            waited = True
+        time.sleep(POLL_S)

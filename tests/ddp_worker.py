@@ -1,0 +1,69 @@
+"""Run under torchrun by tests/test_distributed.py: one rank of a 2-process fit() on hidden-label data,
+recording what that rank saw and held. Writes <out>/rank<r>.json.
+
+Recorded: every batch the loop drew (kind, image indices, labels), the labels in the dataset the engine
+built, a digest of the weights after every optimizer step, and on rank 0 a single-process validation of
+the returned weights.
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from fewlabels import engine
+from fewlabels.data import collate_pure, mask_labels
+from fewlabels.distributed import Dist
+from fewlabels.models import build_model
+from fewlabels.params import SSLConfig, TrainConfig
+from test_label_hiding import hidden_label_data, indices_of
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    dist = Dist.from_env()
+    record = {"batches": [], "steps": [], "dataset_labels": None}
+    current = {"epoch": 0}
+
+    def recording_collate(fetched):
+        batch = collate_pure(fetched)
+        record["batches"].append({"epoch": current["epoch"], "labeled": batch.labeled, "indices": indices_of(batch.x),
+                                  "labels": batch.y.tolist() if batch.labeled else None})
+        return batch
+
+    train_epoch, step, dataset = engine._train_epoch, engine._step, engine.InMemoryImages
+
+    def recording_train_epoch(state, loop, epoch):
+        current["epoch"] = epoch
+        return train_epoch(state, loop, epoch)
+
+    def recording_step(state):
+        step(state)
+        weights = b"".join(p.detach().cpu().numpy().tobytes() for p in state.model.parameters())
+        record["steps"].append(hashlib.sha256(weights).hexdigest())
+
+    class RecordingImages(dataset):
+        def __init__(self, images, labels):
+            record["dataset_labels"] = labels.tolist()
+            super().__init__(images, labels)
+
+    engine.collate_pure, engine._train_epoch, engine._step = recording_collate, recording_train_epoch, recording_step
+    engine.InMemoryImages = RecordingImages
+
+    x, y, labeled, unlabeled = hidden_label_data(n=120)
+    torch.manual_seed(1)
+    vx, vy = x[:40], torch.arange(40) % 10
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", amp=False, ema=0.9, augment="flip_crop")
+    ssl = SSLConfig(method="fixmatch", threshold=0.0, warmup_epochs=0, unlabeled_ratio=None)
+    model = build_model("bn_small", 1, 28, 10)
+    result = engine.fit(model, x, mask_labels(y, labeled), labeled, unlabeled, vx, vy, cfg, 0, ssl, dist=dist)
+    record.update(labeled=labeled.tolist(), unlabeled=unlabeled.tolist(), history=result["history"])
+    if dist.main:  # the same weights in one plain process: the validation numbers must equal rank 0's
+        logits = engine.predict_trained(build_model("bn_small", 1, 28, 10), result, vx, torch.device("cpu"), amp=False)
+        record["single_process_valid"] = list(engine.loss_and_accuracy(logits, vy))
+    (out / f"rank{dist.rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Distributed training on the CPU (gloo): real 2-process runs through torchrun, and GPU claiming.
+
+The lockstep sampler itself is tested in test_sampler.py; here whole runs are.
+"""
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import fakes
+from dvcrepo import REPO, child_env, commit, copy_pipeline, init, run, write_params
+from fewlabels import distributed
+from fewlabels.params import DistConfig
+from test_interrupt import MODEL, TRAIN_ARGS, stage_inputs
+from test_label_hiding import SENTINEL
+
+pytestmark = pytest.mark.slow
+
+
+def torchrun(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    """What each rank of a 2-process FixMatch run (EMA teacher, augmentation) recorded."""
+    out = tmp_path_factory.mktemp("ddp")
+    result = torchrun("--standalone", "--nproc-per-node", "2", str(REPO / "tests" / "ddp_worker.py"), str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_both_ranks_hold_identical_weights_after_every_step(ranks):
+    assert len(ranks[0]["steps"]) > 4 and ranks[0]["steps"] == ranks[1]["steps"]
+    assert len(set(ranks[0]["steps"])) == len(ranks[0]["steps"])  # and the weights did move at every step
+
+
+def test_both_ranks_draw_the_same_kind_at_every_step(ranks):
+    kinds = [[b["labeled"] for b in r["batches"]] for r in ranks]
+    assert kinds[0] == kinds[1] and True in kinds[0] and False in kinds[0]
+
+
+def test_every_index_once_per_epoch_across_ranks(ranks):
+    for epoch in (1, 2):
+        for labeled, name in ((True, "labeled"), (False, "unlabeled")):
+            drawn = [i for r in ranks for b in r["batches"] if b["epoch"] == epoch and b["labeled"] == labeled
+                     for i in b["indices"]]
+            assert sorted(drawn) == ranks[0][name], (epoch, name)
+            mine = [{i for b in r["batches"] if b["epoch"] == epoch and b["labeled"] == labeled for i in b["indices"]}
+                    for r in ranks]
+            assert not mine[0] & mine[1]  # disjoint shares
+
+
+def test_no_hidden_label_reaches_any_rank(ranks):
+    for r in ranks:
+        assert SENTINEL not in r["dataset_labels"]
+        for b in r["batches"]:
+            assert (b["labels"] is None) != b["labeled"]
+            assert b["labels"] is None or SENTINEL not in b["labels"]
+
+
+def test_validation_equals_one_process_on_the_same_weights(ranks):
+    best = max(ranks[0]["history"], key=lambda row: row["valid_acc"])
+    assert ranks[0]["history"] == ranks[1]["history"]  # rank 0's figures, handed to every rank
+    assert ranks[0]["single_process_valid"] == [best["valid_loss"], best["valid_acc"]]
+
+
+def test_torchrun_command_for_one_host_and_for_several():
+    one = distributed.torchrun_command(DistConfig(nproc_per_node=2), "stages.train", ["cnn", "a"])
+    assert one[1:] == ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--standalone",
+                       "-m", "stages.train", "cnn", "a"]
+    several = distributed.torchrun_command(DistConfig(nproc_per_node=4, nnodes=2, rdzv_endpoint="node0:29400",
+                                                      rdzv_id="exp7"), "stages.train", [])
+    assert several[3:] == ["--nnodes", "2", "--nproc-per-node", "4", "--rdzv-backend", "c10d",
+                           "--rdzv-endpoint", "node0:29400", "--rdzv-id", "exp7", "-m", "stages.train"]
+
+
+def test_two_hosts_train_one_model_and_only_rank_0_writes(tmp_path):
+    """Two 'hosts' (two checkouts here, one process each) meet at a c10d rendezvous on localhost."""
+    endpoint = f"127.0.0.1:{fakes.free_port()}"
+    hosts = []
+    for name in ("node_a", "node_b"):
+        work = stage_inputs(tmp_path / name, n=300)
+        write_params(work, {"models": [MODEL], "labeled_frac": 0.5, "train.epochs": 1, "train.device": "cpu",
+                            "dist.nnodes": 2, "dist.rdzv_endpoint": endpoint})
+        hosts.append(subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], cwd=work, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT))
+    outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    assert [h.returncode for h in hosts] == [0, 0], outputs
+    written = [(tmp_path / name / "runs" / f"{MODEL}.json") for name in ("node_a", "node_b")]
+    assert sorted(path.exists() for path in written) == [False, True]  # rank 0's host alone
+    [record] = [json.loads(path.read_text()) for path in written if path.exists()]
+    assert record["world_size"] == 2
+
+
+def test_dvc_exp_run_with_two_processes(tmp_path):
+    mirror = tmp_path / "mirror"
+    fakes.make_idx_dataset(mirror, n_train=300, n_test=50)
+    repo = copy_pipeline(tmp_path / "repo", {
+        "models": [MODEL], "train.epochs": 1, "train.device": "cpu",
+        "data.sources.fashion_mnist": [mirror.as_uri()], "data.digests.fashion_mnist": fakes.digests_for(mirror)})
+    init(repo)
+    commit(repo, "pipeline")
+    out = run(repo, "dvc", "exp", "run", "-S", "dist.nproc_per_node=2")
+    assert "torch.distributed.run" in out and "(cpu x2)" in out
+    assert json.loads((repo / "runs" / f"{MODEL}.json").read_text())["world_size"] == 2
+    assert json.loads((repo / "metrics" / f"{MODEL}.json").read_text())[MODEL]["test"]["accuracy"] >= 0
+
+
+# claiming GPUs --------------------------------------------------------------------------------------
+
+def _claim_and_hold(lock_dir, n_gpus, slots, queue, hold_s):
+    queue.put((os.getpid(), distributed.claim_gpu(n_gpus, lock_dir, slots)))
+    time.sleep(hold_s)
+
+
+def _start_claims(lock_dir, n, n_gpus, slots, hold_s=30):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim_and_hold, args=(lock_dir, n_gpus, slots, queue, hold_s)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    return procs, queue
+
+
+def test_concurrent_experiments_claim_different_gpus_then_share_slots(tmp_path):
+    procs, queue = _start_claims(tmp_path, 4, n_gpus=4, slots=2)
+    claims = dict(queue.get(timeout=60) for _ in procs)
+    assert sorted(claims.values()) == [0, 1, 2, 3]  # every GPU's first slot before any second one
+    more, queue2 = _start_claims(tmp_path, 4, n_gpus=4, slots=2)
+    assert sorted(queue2.get(timeout=60)[1] for _ in more) == [0, 1, 2, 3]  # then the second slots
+    assert distributed.claim_gpu(4, tmp_path, 2, wait=False) == -1  # all 8 slots held
+    for p in procs + more:
+        p.kill()
+        p.join()
+
+
+def test_a_crashed_experiment_releases_its_gpu(tmp_path):
+    procs, queue = _start_claims(tmp_path, 2, n_gpus=2, slots=1)
+    claims = dict(queue.get(timeout=60) for _ in procs)
+    crashed = next(pid for pid, gpu in claims.items() if gpu == 1)
+    os.kill(crashed, signal.SIGKILL)  # no cleanup runs: the kernel drops its lock
+    for p in procs:
+        if p.pid == crashed:
+            p.join()
+    late, queue2 = _start_claims(tmp_path, 1, n_gpus=2, slots=1, hold_s=0)
+    assert queue2.get(timeout=60)[1] == 1
+    for p in procs + late:
+        p.kill()
+        p.join()
