@@ -4,6 +4,7 @@ Images stay uint8 until the step: normalisation happens per batch on the trainin
 Loss and accuracy accumulate on the device, so the hot loop never waits for the host.
 """
 import copy
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 OPTIMIZERS = {  # train.optimizer -> the optimizer for a model's parameters
     "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
     "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                               weight_decay=cfg.weight_decay),
+                                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov),
 }
 
 
@@ -92,6 +93,9 @@ SCHEDULERS = {  # train.scheduler -> (opt, cfg, optimizer steps per epoch) -> (s
         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=max(1, cfg.patience // 2)), "valid_loss"),
     "onecycle": lambda opt, cfg, steps: (
         torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * max(1, steps)), "batch"),
+    # published FixMatch's: lr x cos(7 pi k / 16 K) after k of the run's K steps, so it ends at 0.2 lr, not 0
+    "cosine": lambda opt, cfg, steps: (torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: math.cos(7 * math.pi * k / (16 * cfg.epochs * max(1, steps)))), "batch"),
 }
 
 

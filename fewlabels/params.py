@@ -31,7 +31,7 @@ Dataset = Literal[tuple(DATASETS)]
 ModelName = Literal["cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cifar_relu", "cifar_tanh",
                     "bn_small", "bn_wide", "vgg_bn"]
 Optimizer = Literal["adam", "sgd"]
-Scheduler = Literal["none", "step", "plateau", "onecycle"]
+Scheduler = Literal["none", "step", "plateau", "onecycle", "cosine"]
 AugmentPolicy = Literal["none", "crop", "flip_crop", "flip_crop_cutout"]
 SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher"]
 
@@ -105,11 +105,13 @@ class TrainConfig(Section):
     optimizer: Optimizer = Field("adam", description="optimizer: adam, or sgd with momentum")
     lr: float = Field(0.001, gt=0, description="learning rate (the peak rate for onecycle)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum (published FixMatch)")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
     batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike)")
     epochs: int = Field(10, ge=1, le=10**6, description="passes over the labeled images")
     scheduler: Scheduler = Field("none", description="learning-rate schedule: none; step (divide by 10 at "
-                                                     "step_milestones); plateau (on valid loss); onecycle")
+                                                     "step_milestones); plateau (on valid loss); onecycle; cosine "
+                                                     "(FixMatch's: lr x cos(7 pi k / 16 K) at step k of K)")
     step_milestones: list[Annotated[int, Field(ge=1)]] = Field(
         [5, 8], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
     patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
@@ -167,6 +169,8 @@ class Params(Section):
             raise ValueError(f"missing key data.digests.{self.dataset}")
         if self.ssl.method == "mean_teacher" and not self.train.ema:
             raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
+        if self.train.nesterov and (self.train.optimizer != "sgd" or not self.train.momentum):
+            raise ValueError("train.nesterov needs train.optimizer sgd and train.momentum above 0")
         return self
 
 
