@@ -196,3 +196,15 @@ class RandAugment:
             p = random_ops(p, self.ops)
         return (grey_cutout(p, self.cutout) - self.mean) / self.std
 
+
+class Views(NamedTuple):
+    """A run's augmentations of normalised images: weak (labeled batches and the teacher's view of unlabeled
+    ones) and strong (the student's view of unlabeled ones)."""
+    weak: Callable
+    strong: Callable
+
+
+STRONG = {  # ssl.strong -> (weak policy, normalisation mean and std on the [0, 1] scale) -> the strong view
+    "affine_jitter_cutout": lambda weak, mean, std: lambda x: strong(x, weak),
+    "randaugment": RandAugment,
+}

@@ -106,7 +106,7 @@ def ramp(ssl: SSLConfig, epoch: int) -> float:
     return ssl.weight * min(1.0, (epoch - 1) / ssl.warmup_epochs)
 
 
-def skip_unlabeled(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor | None:
+def skip_unlabeled(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor | None:
     """ssl.method 'skip': unlabeled batches teach nothing (the notebooks' behaviour)."""
     return None
 
@@ -117,9 +117,9 @@ def _masked_ce(logits, targets, confidence, threshold):
     return (F.cross_entropy(logits.float(), targets, reduction="none") * keep).mean()
 
 
-def pseudo_label(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
+def pseudo_label(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor:
     """Train on the model's own confident predictions (hard labels) for the unlabeled batch."""
-    logits = model(weak(x))
+    logits = model(views.weak(x))
     confidence, targets = logits.detach().float().softmax(1).max(1)
     return _masked_ce(logits, targets, confidence, ssl.threshold)
 
@@ -139,32 +139,32 @@ def frozen_bn_stats(model):
             m.momentum = momentum
 
 
-def _teacher_weak_student_strong(model, x, weak, teacher) -> tuple[torch.Tensor, torch.Tensor]:
+def _teacher_weak_student_strong(model, x, views, teacher) -> tuple[torch.Tensor, torch.Tensor]:
     """(the teacher's class probabilities on a weak view, no gradient; the student's logits on a strong view)."""
     with torch.no_grad():
-        target = teacher(weak(x)).float().softmax(1)
+        target = teacher(views.weak(x)).float().softmax(1)
     with frozen_bn_stats(model):
-        return target, model(augment.strong(x, weak)).float()
+        return target, model(views.strong(x)).float()
 
 
-def fixmatch(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
+def fixmatch(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor:
     """FixMatch: the teacher's confident predictions on a weak view become targets for a strong view.
 
     The teacher is the model itself, or its weight average when train.ema is on.
     """
-    target, logits = _teacher_weak_student_strong(model, x, weak, teacher)
+    target, logits = _teacher_weak_student_strong(model, x, views, teacher)
     confidence, targets = target.max(1)
     return _masked_ce(logits, targets, confidence, ssl.threshold)
 
 
-def mean_teacher(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
+def mean_teacher(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor:
     """Mean teacher: the student's class probabilities on a strong view match the weight-averaged
     teacher's on a weak view (squared error summed over classes; no threshold)."""
-    target, logits = _teacher_weak_student_strong(model, x, weak, teacher)
+    target, logits = _teacher_weak_student_strong(model, x, views, teacher)
     return (logits.softmax(1) - target).pow(2).sum(1).mean()
 
 
-# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, weak augmentation, teacher)
+# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, augment.Views, teacher)
 # -> loss or None. No objective ever receives labels: unlabeled batches carry none.
 UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "fixmatch": fixmatch,
                         "mean_teacher": mean_teacher}
@@ -232,7 +232,7 @@ class Loop:
     loader: DataLoader
     sampler: PureBatchSampler
     prep: object        # uint8 images on the device -> normalised float in the run's memory layout
-    weak: object        # the weak augmentation policy
+    views: augment.Views  # the weak augmentation policy, and the strong view of unlabeled batches
     cfg: TrainConfig
     ssl: SSLConfig
     device: torch.device
@@ -263,13 +263,13 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
             if unlabeled_weight == 0:
                 continue
             with _autocast(device, cfg.amp):
-                loss = unlabeled_loss(model, loop.prep(batch.x), ssl, loop.weak, teacher)
+                loss = unlabeled_loss(model, loop.prep(batch.x), ssl, loop.views, teacher)
             if loss is not None:
                 (unlabeled_weight * loss).backward()
                 pending = True
             continue
         with _autocast(device, cfg.amp):
-            logits = model(loop.weak(loop.prep(batch.x)))
+            logits = model(loop.views.weak(loop.prep(batch.x)))
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
         loss.backward()
         _step(state)
@@ -341,8 +341,10 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     if ema:
         ema.eval()  # as a teacher too: no dropout, and batch norm keeps its averaged statistics
-    loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep,
-                augment.POLICIES[cfg.augment], cfg, ssl, device, sched_when,
+    weak = augment.POLICIES[cfg.augment]
+    views = augment.Views(weak, augment.STRONG[ssl.strong](weak, normalize.mean / 255, normalize.std / 255))
+    loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep, views,
+                cfg, ssl, device, sched_when,
                 unlabeled_share=max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True))))
     state = TrainState(model, ema, optimizer, scheduler)
     if resume is not None:

@@ -34,6 +34,7 @@ Optimizer = Literal["adam", "sgd"]
 Scheduler = Literal["none", "step", "plateau", "onecycle", "cosine"]
 AugmentPolicy = Literal["none", "crop", "flip_crop", "flip_crop_cutout"]
 SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher"]
+StrongAugment = Literal["affine_jitter_cutout", "randaugment"]
 
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
     r"^(https|http|file)://\S+$": "an https://, http:// or file:// URL",
@@ -138,6 +139,9 @@ class SSLConfig(Section):
     warmup_epochs: int = Field(1, ge=0, le=10**6, description="the unlabeled weight ramps linearly from 0 over these epochs")
     unlabeled_ratio: Annotated[float, Field(gt=0)] | None = Field(
         3.0, description="unlabeled batches per labeled batch each epoch; null: every unlabeled image once")
+    strong: StrongAugment = Field(
+        "affine_jitter_cutout", description="the student's view of an unlabeled batch, after train.augment: "
+                                            "affine_jitter_cutout; randaugment (3 of USB's grayscale ops, grey cutout)")
 
 
 class Params(Section):

@@ -43,8 +43,9 @@ def test_readme_params_table_is_generated_from_the_schema():
     (params.Scheduler, engine.SCHEDULERS),
     (params.AugmentPolicy, augment.POLICIES),
     (params.SSLMethod, engine.UNLABELED_OBJECTIVES),
+    (params.StrongAugment, augment.STRONG),
     (params.Dataset, DATASETS),
-], ids=["models", "optimizers", "schedulers", "augment", "ssl", "datasets"])
+], ids=["models", "optimizers", "schedulers", "augment", "ssl", "strong", "datasets"])
 def test_every_choice_the_schema_allows_exists_and_nothing_else(names, registry):
     assert list(typing.get_args(names)) == list(registry)
 

@@ -179,3 +179,12 @@ def test_randaugment_of_identity_ops_is_the_weak_view_mirrored_left_right_only()
     same = torch.tensor([torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x)])
     assert torch.all(mirrored ^ same) and 15 < mirrored.sum() < 49
 
+
+def test_the_default_strong_view_is_todays():
+    """ssl.strong affine_jitter_cutout draws exactly what augment.strong did, so earlier results reproduce."""
+    x = normalised(pixels(16))
+    weak = augment.POLICIES["flip_crop"]
+    torch.manual_seed(5)
+    expected = augment.strong(x, weak)
+    torch.manual_seed(5)
+    assert torch.equal(augment.STRONG["affine_jitter_cutout"](weak, MEAN, STD)(x), expected)

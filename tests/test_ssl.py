@@ -15,7 +15,7 @@ from test_engine import separable, tiny_model
 N = 60
 
 
-def weights_after_unlabeled_only(method: str) -> tuple[dict, dict]:
+def weights_after_unlabeled_only(method: str, strong: str) -> tuple[dict, dict]:
     """Fit one epoch where every image is unlabeled; return the weights before and after."""
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -24,17 +24,27 @@ def weights_after_unlabeled_only(method: str) -> tuple[dict, dict]:
     cfg = TrainConfig(epochs=1, batch_size=20, device="cpu", lr=1e-2, ema=0.9 if method == "mean_teacher" else 0.0)
     # threshold 0: every prediction counts as confident; no warm-up, so epoch 1 already uses them; with no
     # labeled batch to count unlabeled ones against, unlabeled_ratio null keeps them all.
-    ssl = SSLConfig(method=method, threshold=0.0, warmup_epochs=0, unlabeled_ratio=None)
+    ssl = SSLConfig(method=method, threshold=0.0, warmup_epochs=0, unlabeled_ratio=None, strong=strong)
     result = fit(model, x, mask_labels(y, []), [], list(range(N)), vx, vy, cfg, 0, ssl)
     return before, result["state_dict"]
 
 
-@pytest.mark.parametrize("method, changes", [("skip", False), ("pseudo_label", True), ("fixmatch", True),
-                                             ("mean_teacher", True)])
-def test_unlabeled_batches_train_only_under_an_ssl_method(method, changes):
-    before, after = weights_after_unlabeled_only(method)
+@pytest.mark.parametrize("method, strong, changes", [
+    ("skip", "affine_jitter_cutout", False), ("pseudo_label", "affine_jitter_cutout", True),
+    ("fixmatch", "affine_jitter_cutout", True), ("mean_teacher", "affine_jitter_cutout", True),
+    ("fixmatch", "randaugment", True), ("mean_teacher", "randaugment", True),
+])
+def test_unlabeled_batches_train_only_under_an_ssl_method(method, strong, changes):
+    before, after = weights_after_unlabeled_only(method, strong)
     changed = any(not torch.equal(before[k], after[k]) for k in before)
     assert changed == changes
+
+
+def views(weak="crop", strong="affine_jitter_cutout") -> augment.Views:
+    """The augmentations a run with these settings uses (normalisation mean 0.3, std 0.35 on the [0, 1] scale)."""
+    policy = augment.POLICIES[weak]
+    return augment.Views(policy, augment.STRONG[strong](policy, torch.full((1, 1, 1, 1), 0.3),
+                                                         torch.full((1, 1, 1, 1), 0.35)))
 
 
 @pytest.mark.parametrize("threshold, trains", [(0.0, True), (1.0, False)])
@@ -43,7 +53,7 @@ def test_threshold_masks_unconfident_predictions(threshold, trains):
     torch.manual_seed(0)
     model = tiny_model()
     x = torch.randn(8, 1, 16, 16)
-    loss = engine.fixmatch(model, x, SSLConfig(threshold=threshold), augment.POLICIES["crop"], model)
+    loss = engine.fixmatch(model, x, SSLConfig(threshold=threshold), views(), model)
     assert (loss.item() > 0) == trains
 
 
@@ -57,7 +67,7 @@ def test_fixmatch_takes_its_targets_from_the_teacher():
 
     def loss_towards(cls):
         torch.manual_seed(1)
-        return engine.fixmatch(student, x, SSLConfig(threshold=0.99), augment.POLICIES["none"], teacher_of(cls))
+        return engine.fixmatch(student, x, SSLConfig(threshold=0.99), views("none"), teacher_of(cls))
 
     torch.manual_seed(1)
     expected = torch.nn.functional.cross_entropy(student(augment.strong(x, augment.POLICIES["none"])),
@@ -72,9 +82,9 @@ def test_mean_teacher_loss_is_zero_when_student_and_teacher_agree_on_any_view():
     with torch.no_grad():
         constant[1].weight.zero_()
     x = torch.randn(8, 1, 16, 16)
-    assert engine.mean_teacher(constant, x, SSLConfig(), augment.POLICIES["crop"], constant).item() == 0.0
+    assert engine.mean_teacher(constant, x, SSLConfig(), views(), constant).item() == 0.0
     other = tiny_model()
-    assert engine.mean_teacher(constant, x, SSLConfig(), augment.POLICIES["crop"], other).item() > 0
+    assert engine.mean_teacher(constant, x, SSLConfig(), views(), other).item() > 0
 
 
 def test_mean_teacher_without_a_weight_average_is_an_error():
@@ -163,7 +173,7 @@ def test_strong_view_differs_from_weak_view():
 # params -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value", [("method", "mixmatch"), ("threshold", 1.5), ("weight", -1),
-                                        ("warmup_epochs", 0.5), ("unlabeled_ratio", 0)])
+                                        ("warmup_epochs", 0.5), ("unlabeled_ratio", 0), ("strong", "autoaugment")])
 def test_bad_ssl_params_name_the_key(key, value):
     params = repo_params()
     params["ssl"][key] = value
