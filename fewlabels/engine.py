@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fewlabels import augment
+from fewlabels import augment, pseudolabels
 from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure
 from fewlabels.errors import DeviceError, ParamError
 from fewlabels.params import SSLConfig, TrainConfig
@@ -106,22 +106,21 @@ def ramp(ssl: SSLConfig, epoch: int) -> float:
     return ssl.weight * min(1.0, (epoch - 1) / ssl.warmup_epochs)
 
 
-def skip_unlabeled(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor | None:
+def skip_unlabeled(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor | None:
     """ssl.method 'skip': unlabeled batches teach nothing (the notebooks' behaviour)."""
     return None
 
 
-def _masked_ce(logits, targets, confidence, threshold):
-    """Cross-entropy on the confident predictions only, averaged over the whole batch (FixMatch's form)."""
-    keep = (confidence >= threshold).float()
+def _masked_ce(logits, targets, keep):
+    """Cross-entropy on the kept predictions only (keep: 1.0 or 0.0), averaged over the whole batch (FixMatch's form)."""
     return (F.cross_entropy(logits.float(), targets, reduction="none") * keep).mean()
 
 
-def pseudo_label(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor:
+def pseudo_label(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
     """Train on the model's own confident predictions (hard labels) for the unlabeled batch."""
     logits = model(views.weak(x))
     confidence, targets = logits.detach().float().softmax(1).max(1)
-    return _masked_ce(logits, targets, confidence, ssl.threshold)
+    return _masked_ce(logits, targets, (confidence >= ssl.threshold).float())
 
 
 @contextmanager
@@ -147,27 +146,38 @@ def _teacher_weak_student_strong(model, x, views, teacher) -> tuple[torch.Tensor
         return target, model(views.strong(x)).float()
 
 
-def fixmatch(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor:
-    """FixMatch: the teacher's confident predictions on a weak view become targets for a strong view.
+def fixmatch(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
+    """FixMatch, and FlexMatch with its class-wise thresholds: the teacher's predictions on a weak view become the
+    targets of a strong view where the method's threshold rule keeps them (`pseudo`: fewlabels.pseudolabels).
 
-    The teacher is the model itself, or its weight average when train.ema is on.
+    The teacher is the model itself, or its weight average when train.ema and ssl.ema_teacher are on.
     """
-    target, logits = _teacher_weak_student_strong(model, x, views, teacher)
-    confidence, targets = target.max(1)
-    return _masked_ce(logits, targets, confidence, ssl.threshold)
+    probs, logits = _teacher_weak_student_strong(model, x, views, teacher)
+    targets, keep = pseudo.select(probs, index)
+    return _masked_ce(logits, targets, keep)
 
 
-def mean_teacher(model, x, ssl: SSLConfig, views, teacher) -> torch.Tensor:
+def freematch(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
+    """FreeMatch: FixMatch's loss under self-adaptive thresholds, plus ssl.fairness_weight x its fairness loss."""
+    probs, logits = _teacher_weak_student_strong(model, x, views, teacher)
+    targets, keep = pseudo.select(probs, index)
+    fairness = pseudolabels.fairness_loss(logits, keep, pseudo.rule.p_model, pseudo.rule.label_hist)
+    return _masked_ce(logits, targets, keep) + ssl.fairness_weight * fairness
+
+
+def mean_teacher(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
     """Mean teacher: the student's class probabilities on a strong view match the weight-averaged
     teacher's on a weak view (squared error summed over classes; no threshold)."""
     target, logits = _teacher_weak_student_strong(model, x, views, teacher)
     return (logits.softmax(1) - target).pow(2).sum(1).mean()
 
 
-# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, augment.Views, teacher)
-# -> loss or None. No objective ever receives labels: unlabeled batches carry none.
+# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, augment.Views, teacher,
+# pseudo-labelling state (pseudolabels.PseudoLabels, for the methods in pseudolabels.RULES, else None),
+# the images' positions in the training set) -> loss or None.
+# No objective ever receives labels: unlabeled batches carry none.
 UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "fixmatch": fixmatch,
-                        "mean_teacher": mean_teacher}
+                        "mean_teacher": mean_teacher, "flexmatch": fixmatch, "freematch": freematch}
 
 
 @dataclass
@@ -178,6 +188,7 @@ class TrainState:
     ema: AveragedModel | None
     optimizer: torch.optim.Optimizer
     scheduler: object | None  # a torch lr scheduler, or None
+    pseudo: pseudolabels.PseudoLabels | None = None  # running statistics of the pseudo-labelling (thresholds)
     epoch: int = 0            # epochs finished
     history: list = field(default_factory=list)  # one row per finished epoch
     best_epoch: int = 0
@@ -199,6 +210,7 @@ class TrainState:
             "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "pseudo": self.pseudo.state_dict() if self.pseudo else None,
             "counters": {name: getattr(self, name) for name in _COUNTERS},
             "best_state": self.best_state,
             # augmentation and dropout draw from these; the sampler reshuffles from (seed, epoch) alone
@@ -212,6 +224,8 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.pseudo:
+            self.pseudo.load_state_dict(state["pseudo"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
         self.best_state = state["best_state"]
@@ -251,7 +265,7 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
     model, cfg, ssl, device = state.model, loop.cfg, loop.ssl, loop.device
     unlabeled_loss = UNLABELED_OBJECTIVES[ssl.method]
     unlabeled_weight = ramp(ssl, epoch) / loop.unlabeled_share
-    teacher = state.scored
+    teacher = state.scored if ssl.ema_teacher else state.model
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -263,7 +277,7 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
             if unlabeled_weight == 0:
                 continue
             with _autocast(device, cfg.amp):
-                loss = unlabeled_loss(model, loop.prep(batch.x), ssl, loop.views, teacher)
+                loss = unlabeled_loss(model, loop.prep(batch.x), ssl, loop.views, teacher, state.pseudo, batch.index)
             if loss is not None:
                 (unlabeled_weight * loss).backward()
                 pending = True
@@ -346,7 +360,11 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep, views,
                 cfg, ssl, device, sched_when,
                 unlabeled_share=max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True))))
-    state = TrainState(model, ema, optimizer, scheduler)
+    pseudo = None
+    if ssl.method in pseudolabels.RULES:
+        classes = predict(model, prep, train_images[:1], device, amp=False).shape[1]  # eval mode: changes nothing
+        pseudo = pseudolabels.build(ssl, classes, unlabeled, len(train_images), device)
+    state = TrainState(model, ema, optimizer, scheduler, pseudo)
     if resume is not None:
         state.load_state_dict(resume)
         print(f"resuming after epoch {state.epoch}/{cfg.epochs}", flush=True)

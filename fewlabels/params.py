@@ -33,7 +33,7 @@ ModelName = Literal["cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cif
 Optimizer = Literal["adam", "sgd"]
 Scheduler = Literal["none", "step", "plateau", "onecycle", "cosine"]
 AugmentPolicy = Literal["none", "crop", "flip_crop", "flip_crop_cutout"]
-SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher"]
+SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher", "flexmatch", "freematch"]
 StrongAugment = Literal["affine_jitter_cutout", "randaugment"]
 
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
@@ -133,8 +133,10 @@ class TrainConfig(Section):
 class SSLConfig(Section):
     """What unlabeled batches do (params.yaml `ssl:`)."""
     method: SSLMethod = Field("skip", description="skip (ignore unlabeled batches, as the notebooks did), "
-                                                  "pseudo_label, fixmatch, mean_teacher (needs train.ema)")
-    threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label")
+                                                  "pseudo_label, fixmatch, mean_teacher (needs train.ema), flexmatch "
+                                                  "(class-wise curriculum thresholds), freematch (self-adaptive thresholds)")
+    threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label "
+                                                           "(flexmatch: the threshold of a well-learnt class)")
     weight: float = Field(1.0, ge=0, description="unlabeled loss weight relative to the labeled cross-entropy")
     warmup_epochs: int = Field(1, ge=0, le=10**6, description="the unlabeled weight ramps linearly from 0 over these epochs")
     unlabeled_ratio: Annotated[float, Field(gt=0)] | None = Field(
@@ -142,6 +144,13 @@ class SSLConfig(Section):
     strong: StrongAugment = Field(
         "affine_jitter_cutout", description="the student's view of an unlabeled batch, after train.augment: "
                                             "affine_jitter_cutout; randaugment (3 of USB's grayscale ops, grey cutout)")
+    dist_align: bool = Field(False, description="fixmatch, flexmatch: align the teacher's class probabilities to "
+                                                "a uniform class distribution (USB's DistAlignEMAHook)")
+    stats_ema: float = Field(0.999, ge=0, lt=1, description="decay per unlabeled batch of the running class "
+                                                           "statistics of freematch and dist_align")
+    fairness_weight: float = Field(0.01, ge=0, description="freematch: weight of its self-adaptive fairness loss")
+    ema_teacher: bool = Field(True, description="with train.ema on, the weight average makes the pseudo-labels; "
+                                                "false: the model being trained does (published FixMatch)")
 
 
 class Params(Section):
@@ -173,6 +182,11 @@ class Params(Section):
             raise ValueError(f"missing key data.digests.{self.dataset}")
         if self.ssl.method == "mean_teacher" and not self.train.ema:
             raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
+        if self.ssl.method == "mean_teacher" and not self.ssl.ema_teacher:
+            raise ValueError("ssl.method mean_teacher learns from the weight average: set ssl.ema_teacher to true")
+        if self.ssl.dist_align and self.ssl.method not in ("fixmatch", "flexmatch"):
+            raise ValueError(f"ssl.dist_align works with ssl.method fixmatch or flexmatch, not {self.ssl.method}: "
+                             "set ssl.dist_align to false")
         if self.train.nesterov and (self.train.optimizer != "sgd" or not self.train.momentum):
             raise ValueError("train.nesterov needs train.optimizer sgd and train.momentum above 0")
         return self
