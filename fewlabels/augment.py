@@ -191,10 +191,12 @@ class RandAugment:
         self.weak, self.mean, self.std, self.n, self.ops, self.cutout = weak, mean, std, n, ops, cutout
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        p = (self.weak(x) * self.std + self.mean).clamp(0, 1)
-        for _ in range(self.n):
-            p = random_ops(p, self.ops)
-        return (grey_cutout(p, self.cutout) - self.mean) / self.std
+        # float32 whatever the run's autocast: bf16 would round the smoothing (a conv2d) and move what equalize sees
+        with torch.autocast(x.device.type, enabled=False):
+            p = (self.weak(x) * self.std + self.mean).clamp(0, 1)
+            for _ in range(self.n):
+                p = random_ops(p, self.ops)
+            return (grey_cutout(p, self.cutout) - self.mean) / self.std
 
 
 class Views(NamedTuple):

@@ -169,6 +169,17 @@ def test_randaugment_is_deterministic_from_the_seed():
     assert torch.equal(ra(x), first)
 
 
+def test_randaugment_computes_in_float32_under_autocast():
+    """The training step runs under bf16 autocast on a GPU; CPU autocast stands in for it here."""
+    ra = augment.RandAugment(augment.POLICIES["flip_crop"], MEAN, STD)
+    x = normalised(pixels(32))
+    torch.manual_seed(4)
+    expected = ra(x)
+    torch.manual_seed(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ra(x), expected)
+
+
 def test_randaugment_of_identity_ops_is_the_weak_view_mirrored_left_right_only():
     """The strong view's only flip is the weak policy's: left-right, never upside down."""
     torch.manual_seed(0)
