@@ -127,7 +127,7 @@ class TrainConfig(Section):
                             "digits); flip_crop_cutout (also hide an 8x8 square)")
     channels_last: bool = Field(False, description="NHWC memory layout for the convolutions")
     ema: float = Field(0.0, ge=0, lt=1, description="decay per step of a weight average that is validated, "
-                                                    "saved and used as the teacher; 0: off")
+                                                    "saved and used as the teacher (see ssl.ema_teacher); 0: off")
 
 
 class SSLConfig(Section):
@@ -136,7 +136,8 @@ class SSLConfig(Section):
                                                   "pseudo_label, fixmatch, mean_teacher (needs train.ema), flexmatch "
                                                   "(class-wise curriculum thresholds), freematch (self-adaptive thresholds)")
     threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label "
-                                                           "(flexmatch: the threshold of a well-learnt class)")
+                                                           "(flexmatch: that of its best-learnt class; freematch: "
+                                                           "unused)")
     weight: float = Field(1.0, ge=0, description="unlabeled loss weight relative to the labeled cross-entropy")
     warmup_epochs: int = Field(1, ge=0, le=10**6, description="the unlabeled weight ramps linearly from 0 over these epochs")
     unlabeled_ratio: Annotated[float, Field(gt=0)] | None = Field(
@@ -147,7 +148,8 @@ class SSLConfig(Section):
     dist_align: bool = Field(False, description="fixmatch, flexmatch: align the teacher's class probabilities to "
                                                 "a uniform class distribution (USB's DistAlignEMAHook)")
     stats_ema: float = Field(0.999, ge=0, lt=1, description="decay per unlabeled batch of the running class "
-                                                           "statistics of freematch and dist_align")
+                                                           "statistics of freematch and dist_align (USB: 0.999 a "
+                                                           "step)")
     fairness_weight: float = Field(0.01, ge=0, description="freematch: weight of its self-adaptive fairness loss")
     ema_teacher: bool = Field(True, description="with train.ema on, the weight average makes the pseudo-labels; "
                                                 "false: the model being trained does (published FixMatch)")
