@@ -25,6 +25,7 @@ class IndexBatch(NamedTuple):
 class Batch(NamedTuple):
     x: torch.Tensor               # uint8 images [B, C, H, W]
     y: torch.Tensor | None        # int64 labels [B]; None for an unlabeled batch
+    index: torch.Tensor           # int64 positions of the images in the dataset [B] (FlexMatch remembers each image)
 
     @property
     def labeled(self) -> bool:
@@ -186,10 +187,10 @@ class InMemoryImages(Dataset):
 
     def __getitems__(self, batch: IndexBatch):
         """Called by DataLoader with each IndexBatch from the batch sampler."""
-        return self.images[batch.indices], self.labels[batch.indices], batch.labeled
+        return self.images[batch.indices], self.labels[batch.indices], batch
 
 
 def collate_pure(fetched) -> Batch:
-    """Turn a fetched (images, labels, labeled) triple into a Batch; unlabeled batches carry no labels."""
-    images, labels, labeled = fetched
-    return Batch(images, labels if labeled else None)
+    """Turn a fetched (images, labels, IndexBatch) triple into a Batch; unlabeled batches carry no labels."""
+    images, labels, batch = fetched
+    return Batch(images, labels if batch.labeled else None, batch.indices)

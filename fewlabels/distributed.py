@@ -87,6 +87,23 @@ def gather(obj, dist: Dist, device: torch.device) -> list:
     return out
 
 
+def all_gather_rows(dist: Dist, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's rows of `tensors`, concatenated in rank order, on every rank. The ranks' row counts may
+    differ (a global batch's shares differ by one image): each rank pads to the longest, then trims."""
+    rows = torch.tensor([len(tensors[0])], device=tensors[0].device)
+    counts = [torch.zeros_like(rows) for _ in range(dist.world_size)]
+    torch_dist.all_gather(counts, rows)
+    counts = [int(c) for c in counts]
+    out = []
+    for t in tensors:
+        padded = t.new_zeros((max(counts), *t.shape[1:]))
+        padded[:len(t)] = t
+        parts = [torch.empty_like(padded) for _ in counts]
+        torch_dist.all_gather(parts, padded)
+        out.append(torch.cat([part[:n] for part, n in zip(parts, counts)]))
+    return tuple(out)
+
+
 def all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
     if dist.world_size > 1:
         torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)

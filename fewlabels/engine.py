@@ -4,6 +4,8 @@ Images stay uint8 until the step: normalisation happens per batch on the trainin
 Loss and accuracy accumulate on the device, so the hot loop never waits for the host.
 """
 import copy
+import functools
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from tqdm import tqdm
 
 from torch.nn.parallel import DistributedDataParallel
 
-from fewlabels import augment, distributed
+from fewlabels import augment, distributed, pseudolabels
 from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure, rank_seed
 from fewlabels.distributed import Dist
 from fewlabels.errors import DeviceError, ParamError
@@ -85,7 +87,7 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 OPTIMIZERS = {  # train.optimizer -> the optimizer for a model's parameters
     "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
     "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                               weight_decay=cfg.weight_decay),
+                                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov),
 }
 
 
@@ -98,6 +100,9 @@ SCHEDULERS = {  # train.scheduler -> (opt, cfg, optimizer steps per epoch) -> (s
         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=max(1, cfg.patience // 2)), "valid_loss"),
     "onecycle": lambda opt, cfg, steps: (
         torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * max(1, steps)), "batch"),
+    # published FixMatch's: lr x cos(7 pi k / 16 K) after k of the run's K steps, so it ends at 0.2 lr, not 0
+    "cosine": lambda opt, cfg, steps: (torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: math.cos(7 * math.pi * k / (16 * cfg.epochs * max(1, steps)))), "batch"),
 }
 
 
@@ -108,22 +113,21 @@ def ramp(ssl: SSLConfig, epoch: int) -> float:
     return ssl.weight * min(1.0, (epoch - 1) / ssl.warmup_epochs)
 
 
-def skip_unlabeled(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor | None:
+def skip_unlabeled(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor | None:
     """ssl.method 'skip': unlabeled batches teach nothing (the notebooks' behaviour)."""
     return None
 
 
-def _masked_ce(logits, targets, confidence, threshold):
-    """Cross-entropy on the confident predictions only, averaged over the whole batch (FixMatch's form)."""
-    keep = (confidence >= threshold).float()
+def _masked_ce(logits, targets, keep):
+    """Cross-entropy on the kept predictions only (keep: 1.0 or 0.0), averaged over the whole batch (FixMatch's form)."""
     return (F.cross_entropy(logits.float(), targets, reduction="none") * keep).mean()
 
 
-def pseudo_label(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
+def pseudo_label(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
     """Train on the model's own confident predictions (hard labels) for the unlabeled batch."""
-    logits = model(weak(x))
+    logits = model(views.weak(x))
     confidence, targets = logits.detach().float().softmax(1).max(1)
-    return _masked_ce(logits, targets, confidence, ssl.threshold)
+    return _masked_ce(logits, targets, (confidence >= ssl.threshold).float())
 
 
 @contextmanager
@@ -141,35 +145,46 @@ def frozen_bn_stats(model):
             m.momentum = momentum
 
 
-def _teacher_weak_student_strong(model, x, weak, teacher) -> tuple[torch.Tensor, torch.Tensor]:
+def _teacher_weak_student_strong(model, x, views, teacher) -> tuple[torch.Tensor, torch.Tensor]:
     """(the teacher's class probabilities on a weak view, no gradient; the student's logits on a strong view)."""
     with torch.no_grad():
-        target = teacher(weak(x)).float().softmax(1)
+        target = teacher(views.weak(x)).float().softmax(1)
     with frozen_bn_stats(model):
-        return target, model(augment.strong(x, weak)).float()
+        return target, model(views.strong(x)).float()
 
 
-def fixmatch(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
-    """FixMatch: the teacher's confident predictions on a weak view become targets for a strong view.
+def fixmatch(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
+    """FixMatch, and FlexMatch with its class-wise thresholds: the teacher's predictions on a weak view become the
+    targets of a strong view where the method's threshold rule keeps them (`pseudo`: fewlabels.pseudolabels).
 
-    The teacher is the model itself, or its weight average when train.ema is on.
+    The teacher is the model itself, or its weight average when train.ema and ssl.ema_teacher are on.
     """
-    target, logits = _teacher_weak_student_strong(model, x, weak, teacher)
-    confidence, targets = target.max(1)
-    return _masked_ce(logits, targets, confidence, ssl.threshold)
+    probs, logits = _teacher_weak_student_strong(model, x, views, teacher)
+    targets, keep = pseudo.select(probs, index)
+    return _masked_ce(logits, targets, keep)
 
 
-def mean_teacher(model, x, ssl: SSLConfig, weak, teacher) -> torch.Tensor:
+def freematch(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
+    """FreeMatch: FixMatch's loss under self-adaptive thresholds, plus ssl.fairness_weight x its fairness loss."""
+    probs, logits = _teacher_weak_student_strong(model, x, views, teacher)
+    targets, keep = pseudo.select(probs, index)
+    fairness = pseudolabels.fairness_loss(logits, keep, pseudo.rule.p_model, pseudo.rule.label_hist)
+    return _masked_ce(logits, targets, keep) + ssl.fairness_weight * fairness
+
+
+def mean_teacher(model, x, ssl: SSLConfig, views, teacher, pseudo, index) -> torch.Tensor:
     """Mean teacher: the student's class probabilities on a strong view match the weight-averaged
     teacher's on a weak view (squared error summed over classes; no threshold)."""
-    target, logits = _teacher_weak_student_strong(model, x, weak, teacher)
+    target, logits = _teacher_weak_student_strong(model, x, views, teacher)
     return (logits.softmax(1) - target).pow(2).sum(1).mean()
 
 
-# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, weak augmentation, teacher)
-# -> loss or None. No objective ever receives labels: unlabeled batches carry none.
+# ssl.method -> objective(model, normalised unlabeled images, SSLConfig, augment.Views, teacher,
+# pseudo-labelling state (pseudolabels.PseudoLabels, for the methods in pseudolabels.RULES, else None),
+# the images' positions in the training set) -> loss or None.
+# No objective ever receives labels: unlabeled batches carry none.
 UNLABELED_OBJECTIVES = {"skip": skip_unlabeled, "pseudo_label": pseudo_label, "fixmatch": fixmatch,
-                        "mean_teacher": mean_teacher}
+                        "mean_teacher": mean_teacher, "flexmatch": fixmatch, "freematch": freematch}
 
 
 @dataclass
@@ -181,6 +196,7 @@ class TrainState:
     ema: AveragedModel | None
     optimizer: torch.optim.Optimizer
     scheduler: object | None  # a torch lr scheduler, or None
+    pseudo: pseudolabels.PseudoLabels | None = None  # running statistics of the pseudo-labelling (thresholds)
     epoch: int = 0            # epochs finished
     history: list = field(default_factory=list)  # one row per finished epoch
     best_epoch: int = 0
@@ -204,6 +220,7 @@ class TrainState:
             "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "pseudo": self.pseudo.state_dict() if self.pseudo else None,
             "counters": {name: getattr(self, name) for name in _COUNTERS},
             "best_state": self.best_state,
             # each rank's: augmentation and dropout draw from these; the sampler reshuffles from (seed, epoch) alone
@@ -217,6 +234,8 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.pseudo:
+            self.pseudo.load_state_dict(state["pseudo"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
         self.best_state = state["best_state"]
@@ -235,7 +254,7 @@ class Loop:
     loader: DataLoader
     sampler: PureBatchSampler
     prep: object        # uint8 images on the device -> normalised float in the run's memory layout
-    weak: object        # the weak augmentation policy
+    views: augment.Views  # the weak augmentation policy, and the strong view of unlabeled batches
     cfg: TrainConfig
     ssl: SSLConfig
     device: torch.device
@@ -255,7 +274,8 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
     net, cfg, ssl, device = state.net, loop.cfg, loop.ssl, loop.device
     unlabeled_loss = UNLABELED_OBJECTIVES[ssl.method]
     unlabeled_weight = ramp(ssl, epoch) / loop.unlabeled_share
-    teacher = state.scored  # never the DDP wrapper: its forward is a collective, the teacher's need not be
+    # never the DDP wrapper: its forward is a collective, the teacher's need not be
+    teacher = state.scored if ssl.ema_teacher else state.model
     net.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -267,13 +287,13 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
             if unlabeled_weight == 0:
                 continue
             with _autocast(device, cfg.amp):
-                loss = unlabeled_loss(net, loop.prep(batch.x), ssl, loop.weak, teacher)
+                loss = unlabeled_loss(net, loop.prep(batch.x), ssl, loop.views, teacher, state.pseudo, batch.index)
             if loss is not None:
                 (unlabeled_weight * loss).backward()
                 pending = True
             continue
         with _autocast(device, cfg.amp):
-            logits = net(loop.weak(loop.prep(batch.x)))
+            logits = net(loop.views.weak(loop.prep(batch.x)))
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
         loss.backward()
         _step(state)
@@ -365,10 +385,18 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     if ema:
         ema.eval()  # as a teacher too: no dropout, and batch norm keeps its averaged statistics
-    loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep,
-                augment.POLICIES[cfg.augment], cfg, ssl, device, sched_when,
+    weak = augment.POLICIES[cfg.augment]
+    views = augment.Views(weak, augment.STRONG[ssl.strong](weak, normalize.mean / 255, normalize.std / 255))
+    loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep, views,
+                cfg, ssl, device, sched_when,
                 unlabeled_share=max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True))), dist=dist)
-    state = TrainState(model, net, ema, optimizer, scheduler)
+    pseudo = None
+    if ssl.method in pseudolabels.RULES:
+        classes = predict(model, prep, train_images[:1], device, amp=False).shape[1]  # eval mode: changes nothing
+        pseudo = pseudolabels.build(ssl, classes, unlabeled, len(train_images), device)
+        if dist.world_size > 1:  # every rank updates the statistics with the whole global batch: they stay equal
+            pseudo.gather = functools.partial(distributed.all_gather_rows, dist)
+    state = TrainState(model, net, ema, optimizer, scheduler, pseudo)
     resume = distributed.broadcast(resume, dist, device)
     if resume is not None:
         state.load_state_dict(resume, dist.rank)

@@ -31,9 +31,10 @@ Dataset = Literal[tuple(DATASETS)]
 ModelName = Literal["cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cifar_relu", "cifar_tanh",
                     "bn_small", "bn_wide", "vgg_bn"]
 Optimizer = Literal["adam", "sgd"]
-Scheduler = Literal["none", "step", "plateau", "onecycle"]
+Scheduler = Literal["none", "step", "plateau", "onecycle", "cosine"]
 AugmentPolicy = Literal["none", "crop", "flip_crop", "flip_crop_cutout"]
-SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher"]
+SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher", "flexmatch", "freematch"]
+StrongAugment = Literal["affine_jitter_cutout", "randaugment"]
 
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
     r"^(https|http|file)://\S+$": "an https://, http:// or file:// URL",
@@ -107,11 +108,13 @@ class TrainConfig(Section):
     optimizer: Optimizer = Field("adam", description="optimizer: adam, or sgd with momentum")
     lr: float = Field(0.001, gt=0, description="learning rate (the peak rate for onecycle)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum (published FixMatch)")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
     batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike)")
     epochs: int = Field(10, ge=1, le=10**6, description="passes over the labeled images")
     scheduler: Scheduler = Field("none", description="learning-rate schedule: none; step (divide by 10 at "
-                                                     "step_milestones); plateau (on valid loss); onecycle")
+                                                     "step_milestones); plateau (on valid loss); onecycle; cosine "
+                                                     "(FixMatch's: lr x cos(7 pi k / 16 K) at step k of K)")
     step_milestones: list[Annotated[int, Field(ge=1)]] = Field(
         [5, 8], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
     patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
@@ -126,18 +129,32 @@ class TrainConfig(Section):
                             "digits); flip_crop_cutout (also hide an 8x8 square)")
     channels_last: bool = Field(False, description="NHWC memory layout for the convolutions")
     ema: float = Field(0.0, ge=0, lt=1, description="decay per step of a weight average that is validated, "
-                                                    "saved and used as the teacher; 0: off")
+                                                    "saved and used as the teacher (see ssl.ema_teacher); 0: off")
 
 
 class SSLConfig(Section):
     """What unlabeled batches do (params.yaml `ssl:`)."""
     method: SSLMethod = Field("skip", description="skip (ignore unlabeled batches, as the notebooks did), "
-                                                  "pseudo_label, fixmatch, mean_teacher (needs train.ema)")
-    threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label")
+                                                  "pseudo_label, fixmatch, mean_teacher (needs train.ema), flexmatch "
+                                                  "(class-wise curriculum thresholds), freematch (self-adaptive thresholds)")
+    threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label "
+                                                           "(flexmatch: that of its best-learnt class; freematch: "
+                                                           "unused)")
     weight: float = Field(1.0, ge=0, description="unlabeled loss weight relative to the labeled cross-entropy")
     warmup_epochs: int = Field(1, ge=0, le=10**6, description="the unlabeled weight ramps linearly from 0 over these epochs")
     unlabeled_ratio: Annotated[float, Field(gt=0)] | None = Field(
         3.0, description="unlabeled batches per labeled batch each epoch; null: every unlabeled image once")
+    strong: StrongAugment = Field(
+        "affine_jitter_cutout", description="the student's view of an unlabeled batch, after train.augment: "
+                                            "affine_jitter_cutout; randaugment (3 of USB's grayscale ops, grey cutout)")
+    dist_align: bool = Field(False, description="fixmatch, flexmatch: align the teacher's class probabilities to "
+                                                "a uniform class distribution (USB's DistAlignEMAHook)")
+    stats_ema: float = Field(0.999, ge=0, lt=1, description="decay per unlabeled batch of the running class "
+                                                           "statistics of freematch and dist_align (USB: 0.999 a "
+                                                           "step)")
+    fairness_weight: float = Field(0.01, ge=0, description="freematch: weight of its self-adaptive fairness loss")
+    ema_teacher: bool = Field(True, description="with train.ema on, the weight average makes the pseudo-labels; "
+                                                "false: the model being trained does (published FixMatch)")
 
 
 class DistConfig(Section):
@@ -185,6 +202,13 @@ class Params(Section):
             raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint: host:port of one of the hosts, e.g. node0:29400")
         if self.ssl.method == "mean_teacher" and not self.train.ema:
             raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
+        if self.ssl.method == "mean_teacher" and not self.ssl.ema_teacher:
+            raise ValueError("ssl.method mean_teacher learns from the weight average: set ssl.ema_teacher to true")
+        if self.ssl.dist_align and self.ssl.method not in ("fixmatch", "flexmatch"):
+            raise ValueError(f"ssl.dist_align works with ssl.method fixmatch or flexmatch, not {self.ssl.method}: "
+                             "set ssl.dist_align to false")
+        if self.train.nesterov and (self.train.optimizer != "sgd" or not self.train.momentum):
+            raise ValueError("train.nesterov needs train.optimizer sgd and train.momentum above 0")
         return self
 
 

@@ -2,8 +2,8 @@
 recording what that rank saw and held. Writes <out>/rank<r>.json.
 
 Recorded: every batch the loop drew (kind, image indices, labels), the labels in the dataset the engine
-built, a digest of the weights after every optimizer step, and on rank 0 a single-process validation of
-the returned weights.
+built, a digest of the weights and of the pseudo-labelling statistics (FlexMatch's and distribution
+alignment's) after every optimizer step, and on rank 0 a single-process validation of the returned weights.
 """
 import hashlib
 import json
@@ -23,7 +23,7 @@ from test_label_hiding import hidden_label_data, indices_of
 def main() -> None:
     out = Path(sys.argv[1])
     dist = Dist.from_env()
-    record = {"batches": [], "steps": [], "dataset_labels": None}
+    record = {"batches": [], "steps": [], "statistics": [], "dataset_labels": None}
     current = {"epoch": 0}
 
     def recording_collate(fetched):
@@ -42,6 +42,9 @@ def main() -> None:
         step(state)
         weights = b"".join(p.detach().cpu().numpy().tobytes() for p in state.model.parameters())
         record["steps"].append(hashlib.sha256(weights).hexdigest())
+        statistics = state.pseudo.state_dict()
+        record["statistics"].append(hashlib.sha256(b"".join(
+            t.cpu().numpy().tobytes() for part in statistics.values() if part for t in part.values())).hexdigest())
 
     class RecordingImages(dataset):
         def __init__(self, images, labels):
@@ -55,7 +58,7 @@ def main() -> None:
     torch.manual_seed(1)
     vx, vy = x[:40], torch.arange(40) % 10
     cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", amp=False, ema=0.9, augment="flip_crop")
-    ssl = SSLConfig(method="fixmatch", threshold=0.0, warmup_epochs=0, unlabeled_ratio=None)
+    ssl = SSLConfig(method="flexmatch", dist_align=True, threshold=0.3, warmup_epochs=0, unlabeled_ratio=None)
     model = build_model("bn_small", 1, 28, 10)
     result = engine.fit(model, x, mask_labels(y, labeled), labeled, unlabeled, vx, vy, cfg, 0, ssl, dist=dist)
     record.update(labeled=labeled.tolist(), unlabeled=unlabeled.tolist(), history=result["history"])

@@ -31,7 +31,7 @@ def torchrun(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    """What each rank of a 2-process FixMatch run (EMA teacher, augmentation) recorded."""
+    """What each rank of a 2-process FlexMatch run (distribution alignment, EMA teacher, augmentation) recorded."""
     out = tmp_path_factory.mktemp("ddp")
     result = torchrun("--standalone", "--nproc-per-node", "2", str(REPO / "tests" / "ddp_worker.py"), str(out))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -41,6 +41,11 @@ def ranks(tmp_path_factory) -> list[dict]:
 def test_both_ranks_hold_identical_weights_after_every_step(ranks):
     assert len(ranks[0]["steps"]) > 4 and ranks[0]["steps"] == ranks[1]["steps"]
     assert len(set(ranks[0]["steps"])) == len(ranks[0]["steps"])  # and the weights did move at every step
+
+
+def test_both_ranks_hold_the_same_pseudo_labelling_statistics_after_every_step(ranks):
+    """Each rank records the whole global batch (every rank's share, gathered), so thresholds never diverge."""
+    assert ranks[0]["statistics"] == ranks[1]["statistics"] and len(set(ranks[0]["statistics"])) > 2
 
 
 def test_both_ranks_draw_the_same_kind_at_every_step(ranks):

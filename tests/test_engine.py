@@ -1,5 +1,6 @@
 """engine.fit and engine.predict on tiny synthetic data (CPU, seconds)."""
 import copy
+import math
 
 import pytest
 import torch
@@ -171,10 +172,12 @@ def expected_lrs(scheduler):
         "none": [LR] * 4,
         "step": [LR, LR, LR / 10, LR / 10],      # step_milestones (2,): from epoch 3 on, lr / 10
         "plateau": [LR, LR, LR, LR / 10],        # constant valid loss: reduced after 2 bad epochs (patience 2 // 2)
+        # FixMatch's cosine after each epoch's 5 steps (100 images, batch 20) of the run's 20: LR cos(7 pi 5e / 320)
+        "cosine": [LR * math.cos(7 * math.pi * e / 64) for e in (1, 2, 3, 4)],
     }.get(scheduler)
 
 
-@pytest.mark.parametrize("scheduler", ["none", "step", "plateau", "onecycle"])
+@pytest.mark.parametrize("scheduler", ["none", "step", "plateau", "onecycle", "cosine"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_every_optimizer_and_scheduler_trains(monkeypatch, optimizer, scheduler):
     scripted_validation(monkeypatch, [1.0] * 4)  # constant: no early stop (patience 2), plateau never improves
@@ -193,6 +196,19 @@ def test_every_optimizer_and_scheduler_trains(monkeypatch, optimizer, scheduler)
         assert lrs[-1] < LR / 50
     else:
         assert lrs == pytest.approx(expected_lrs(scheduler))
+
+
+def test_cosine_ends_at_a_fifth_of_the_rate():
+    """FixMatch's schedule decays to LR cos(7 pi / 16), about 0.195 LR, after the run's last step, not to 0."""
+    result = run_fit(epochs=4, scheduler="cosine", lr=LR)
+    assert result["history"][-1]["lr"] == pytest.approx(LR * 0.19509, rel=1e-4)
+
+
+def test_nesterov_momentum_changes_the_sgd_steps():
+    plain, nesterov = (run_fit(epochs=1, optimizer="sgd", lr=LR, nesterov=flag) for flag in (False, True))
+    assert engine.OPTIMIZERS["sgd"](tiny_model().parameters(), TrainConfig(optimizer="sgd", nesterov=True)
+                                    ).param_groups[0]["nesterov"]
+    assert any(not torch.equal(plain["state_dict"][k], nesterov["state_dict"][k]) for k in plain["state_dict"])
 
 
 def test_onecycle_survives_unlabeled_batches():

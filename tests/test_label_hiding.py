@@ -75,7 +75,7 @@ class Spy:
     """Records what the engine builds: the dataset's label tensor and every batch the loop draws."""
 
     def __init__(self, monkeypatch, method="spy"):
-        self.dataset_labels, self.batches, self.objective_batches = [], [], []
+        self.dataset_labels, self.batches, self.objective_batches, self.objective_index = [], [], [], []
         spy = self
 
         class RecordingImages(InMemoryImages):
@@ -96,8 +96,9 @@ class Spy:
         inner = entropy if method == "spy" else engine.UNLABELED_OBJECTIVES[method]
 
         def objective(model, x, *config):
-            # The seam's whole interface: normalised images (and settings), no labels.
+            # The seam's whole interface: normalised images, settings and the images' positions; no labels.
             spy.objective_batches.append(x)
+            spy.objective_index.append(config[-1].tolist())
             return inner(model, x, *config)
 
         monkeypatch.setattr(engine, "InMemoryImages", RecordingImages)
@@ -105,20 +106,25 @@ class Spy:
         monkeypatch.setitem(engine.UNLABELED_OBJECTIVES, method, objective)
 
 
-def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy"):
+def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy", **ssl_settings):
     model = build_model("cifar_tanh", 1, 28, 10)
     cfg = TrainConfig(batch_size=8, epochs=1, device="cpu", amp=False, ema=0.9 if method == "mean_teacher" else 0.0)
     # Weight 1 from the first epoch, every unlabeled batch once. model_construct: 'spy' is no method of the schema.
-    ssl = SSLConfig.model_construct(method=method, warmup_epochs=0, unlabeled_ratio=None)
+    ssl = SSLConfig.model_construct(method=method, warmup_epochs=0, unlabeled_ratio=None, **ssl_settings)
     return engine.fit(model, x, train_labels, labeled, unlabeled, x[:10], torch.arange(10), cfg, seed=0, ssl=ssl)
 
 
-@pytest.mark.parametrize("method", ["spy", *sorted(engine.UNLABELED_OBJECTIVES)])
-def test_training_loop_never_sees_an_unlabeled_label(monkeypatch, method):
+@pytest.mark.parametrize("method, settings", [
+    ("spy", {}), *[(method, {}) for method in sorted(engine.UNLABELED_OBJECTIVES)],
+    ("fixmatch", {"dist_align": True, "strong": "randaugment"}),
+    ("flexmatch", {"dist_align": True, "strong": "randaugment"}),
+    ("freematch", {"strong": "randaugment"}),
+], ids=lambda v: "+".join(f"{k}={x}" for k, x in v.items()) or "defaults" if isinstance(v, dict) else v)
+def test_training_loop_never_sees_an_unlabeled_label(monkeypatch, method, settings):
     # 'spy' is a stand-in objective; the others are the engine's own, watched through a wrapper.
     x, y, labeled, unlabeled = hidden_label_data()
     spy = Spy(monkeypatch, method)
-    fit_one_epoch(x, mask_labels(y, labeled), labeled, unlabeled, method)
+    fit_one_epoch(x, mask_labels(y, labeled), labeled, unlabeled, method, **settings)
 
     # The dataset the engine indexes holds no hidden label: -1 at every unlabeled position.
     [stored] = spy.dataset_labels
@@ -138,9 +144,11 @@ def test_training_loop_never_sees_an_unlabeled_label(monkeypatch, method):
             assert batch.y is None and set(idx) <= set(unlabeled.tolist())
     assert sorted(seen[True]) == labeled.tolist() and sorted(seen[False]) == unlabeled.tolist()
 
-    # The unlabeled objective got exactly the unlabeled batches' images, and nothing else.
+    # The unlabeled objective got exactly the unlabeled batches' images, and nothing else; the positions it got
+    # with them (for FlexMatch's memory of each image) are theirs.
     unlabeled_batches = [b for b in spy.batches if not b.labeled]
     assert [len(images) for images in spy.objective_batches] == [len(b.x) for b in unlabeled_batches] and unlabeled_batches
+    assert spy.objective_index == [indices_of(b.x) for b in unlabeled_batches]
 
 
 def test_spy_would_catch_unmasked_labels(monkeypatch):

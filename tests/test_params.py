@@ -43,8 +43,9 @@ def test_readme_params_table_is_generated_from_the_schema():
     (params.Scheduler, engine.SCHEDULERS),
     (params.AugmentPolicy, augment.POLICIES),
     (params.SSLMethod, engine.UNLABELED_OBJECTIVES),
+    (params.StrongAugment, augment.STRONG),
     (params.Dataset, DATASETS),
-], ids=["models", "optimizers", "schedulers", "augment", "ssl", "datasets"])
+], ids=["models", "optimizers", "schedulers", "augment", "ssl", "strong", "datasets"])
 def test_every_choice_the_schema_allows_exists_and_nothing_else(names, registry):
     assert list(typing.get_args(names)) == list(registry)
 
@@ -113,6 +114,9 @@ def test_dvc_style_exponent_floats_validate(raw, tmp_path):
     ("data.sources.fashion_mnist=[ftp://x]", "data.sources.fashion_mnist[0] must be an https://, http:// or file:// URL"),
     ("data.sources.fashion_mnist=[]", "data.sources.fashion_mnist must list at least one mirror"),
     ("ssl.method=mean_teacher", "ssl.method mean_teacher needs a teacher: set train.ema"),
+    ("ssl.dist_align=true", "ssl.dist_align works with ssl.method fixmatch or flexmatch, not skip: "
+                            "set ssl.dist_align to false"),
+    ("train.nesterov=true", "train.nesterov needs train.optimizer sgd and train.momentum above 0"),
 ])
 def test_bad_setting_is_one_line_naming_the_key(raw, setting, message):
     with pytest.raises(ParamError) as err:

@@ -18,12 +18,21 @@ from fewlabels.models import build_model
 from fewlabels.params import SSLConfig, TrainConfig
 from test_engine import SIZE, separable
 
-RECIPES = {  # each touches a different piece of state: scheduler kinds, momentum, the weight average, RNG
+RECIPES = {  # each touches a different piece of state: scheduler kinds, momentum, the weight average, RNG,
     "adam": ({}, {}),
     "sgd_onecycle_flip_crop": ({"optimizer": "sgd", "scheduler": "onecycle", "augment": "flip_crop"}, {}),
     "step_smoothing": ({"scheduler": "step", "step_milestones": [2], "label_smoothing": 0.1}, {}),
     "plateau_valid_loss": ({"scheduler": "plateau", "select_metric": "valid_loss", "patience": 2}, {}),
     "fixmatch_ema": ({"ema": 0.9, "augment": "crop"}, {"method": "fixmatch", "threshold": 0.5, "warmup_epochs": 1}),
+    # the pseudo-labelling statistics (fewlabels.pseudolabels): FlexMatch's per-image memory and distribution
+    # alignment's class average here, with the published FixMatch optimizer and schedule; FreeMatch's averages next
+    "flexmatch_dist_align_cosine": (
+        {"optimizer": "sgd", "nesterov": True, "scheduler": "cosine", "weight_decay": 5e-4, "ema": 0.9,
+         "augment": "flip_crop"},
+        {"method": "flexmatch", "dist_align": True, "stats_ema": 0.9, "strong": "randaugment", "threshold": 0.5,
+         "warmup_epochs": 0, "ema_teacher": False}),
+    "freematch_randaugment": ({"augment": "crop"}, {"method": "freematch", "stats_ema": 0.9, "strong": "randaugment",
+                                                    "warmup_epochs": 1}),
 }
 EPOCHS = 4
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewlabels import augment, engine
+from fewlabels import augment, engine, pseudolabels
 from fewlabels.data import mask_labels
 from fewlabels.engine import fit
 from fewlabels.params import SSLConfig, TrainConfig
@@ -15,7 +15,7 @@ from test_engine import separable, tiny_model
 N = 60
 
 
-def weights_after_unlabeled_only(method: str) -> tuple[dict, dict]:
+def weights_after_unlabeled_only(method: str, **ssl_settings) -> tuple[dict, dict]:
     """Fit one epoch where every image is unlabeled; return the weights before and after."""
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -24,17 +24,47 @@ def weights_after_unlabeled_only(method: str) -> tuple[dict, dict]:
     cfg = TrainConfig(epochs=1, batch_size=20, device="cpu", lr=1e-2, ema=0.9 if method == "mean_teacher" else 0.0)
     # threshold 0: every prediction counts as confident; no warm-up, so epoch 1 already uses them; with no
     # labeled batch to count unlabeled ones against, unlabeled_ratio null keeps them all.
-    ssl = SSLConfig(method=method, threshold=0.0, warmup_epochs=0, unlabeled_ratio=None)
+    ssl = SSLConfig(**{"method": method, "threshold": 0.0, "warmup_epochs": 0, "unlabeled_ratio": None, **ssl_settings})
     result = fit(model, x, mask_labels(y, []), [], list(range(N)), vx, vy, cfg, 0, ssl)
     return before, result["state_dict"]
 
 
-@pytest.mark.parametrize("method, changes", [("skip", False), ("pseudo_label", True), ("fixmatch", True),
-                                             ("mean_teacher", True)])
-def test_unlabeled_batches_train_only_under_an_ssl_method(method, changes):
-    before, after = weights_after_unlabeled_only(method)
-    changed = any(not torch.equal(before[k], after[k]) for k in before)
-    assert changed == changes
+@pytest.mark.parametrize("method, settings, changes", [
+    ("skip", {}, False), ("pseudo_label", {}, True), ("fixmatch", {}, True), ("mean_teacher", {}, True),
+    ("flexmatch", {}, True), ("freematch", {}, True),
+    ("mean_teacher", {"strong": "randaugment"}, True),
+    ("fixmatch", {"dist_align": True, "strong": "randaugment"}, True),
+    ("flexmatch", {"dist_align": True, "strong": "randaugment"}, True),
+    ("freematch", {"strong": "randaugment", "stats_ema": 0.9}, True),
+])
+def test_unlabeled_batches_train_only_under_an_ssl_method(method, settings, changes):
+    before, after = weights_after_unlabeled_only(method, **settings)
+    assert changed(before, after) == changes
+
+
+def changed(before: dict, after: dict) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("method, trains", [("fixmatch", False), ("flexmatch", True), ("freematch", True)])
+def test_adaptive_thresholds_train_where_the_fixed_one_would_not(method, trains):
+    """At ssl.threshold 1 FixMatch learns nothing from an untrained model; FlexMatch's thresholds start at 0 (no
+    image selected yet) and FreeMatch's near 1/C, so both learn from the first batch."""
+    assert changed(*weights_after_unlabeled_only(method, threshold=1.0)) == trains
+
+
+def views(weak="crop", strong="affine_jitter_cutout") -> augment.Views:
+    """The augmentations a run with these settings uses (normalisation mean 0.3, std 0.35 on the [0, 1] scale)."""
+    policy = augment.POLICIES[weak]
+    return augment.Views(policy, augment.STRONG[strong](policy, torch.full((1, 1, 1, 1), 0.3),
+                                                         torch.full((1, 1, 1, 1), 0.35)))
+
+
+def fixed(threshold: float) -> pseudolabels.PseudoLabels:
+    return pseudolabels.PseudoLabels(pseudolabels.FixedThreshold(threshold))
+
+
+INDEX = torch.arange(8)  # positions of the 8 images the objectives below get
 
 
 @pytest.mark.parametrize("threshold, trains", [(0.0, True), (1.0, False)])
@@ -43,7 +73,7 @@ def test_threshold_masks_unconfident_predictions(threshold, trains):
     torch.manual_seed(0)
     model = tiny_model()
     x = torch.randn(8, 1, 16, 16)
-    loss = engine.fixmatch(model, x, SSLConfig(threshold=threshold), augment.POLICIES["crop"], model)
+    loss = engine.fixmatch(model, x, SSLConfig(threshold=threshold), views(), model, fixed(threshold), INDEX)
     assert (loss.item() > 0) == trains
 
 
@@ -57,7 +87,8 @@ def test_fixmatch_takes_its_targets_from_the_teacher():
 
     def loss_towards(cls):
         torch.manual_seed(1)
-        return engine.fixmatch(student, x, SSLConfig(threshold=0.99), augment.POLICIES["none"], teacher_of(cls))
+        return engine.fixmatch(student, x, SSLConfig(threshold=0.99), views("none"), teacher_of(cls), fixed(0.99),
+                               INDEX)
 
     torch.manual_seed(1)
     expected = torch.nn.functional.cross_entropy(student(augment.strong(x, augment.POLICIES["none"])),
@@ -72,9 +103,9 @@ def test_mean_teacher_loss_is_zero_when_student_and_teacher_agree_on_any_view():
     with torch.no_grad():
         constant[1].weight.zero_()
     x = torch.randn(8, 1, 16, 16)
-    assert engine.mean_teacher(constant, x, SSLConfig(), augment.POLICIES["crop"], constant).item() == 0.0
+    assert engine.mean_teacher(constant, x, SSLConfig(), views(), constant, None, INDEX).item() == 0.0
     other = tiny_model()
-    assert engine.mean_teacher(constant, x, SSLConfig(), augment.POLICIES["crop"], other).item() > 0
+    assert engine.mean_teacher(constant, x, SSLConfig(), views(), other, None, INDEX).item() > 0
 
 
 def test_mean_teacher_without_a_weight_average_is_an_error():
@@ -163,7 +194,9 @@ def test_strong_view_differs_from_weak_view():
 # params -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value", [("method", "mixmatch"), ("threshold", 1.5), ("weight", -1),
-                                        ("warmup_epochs", 0.5), ("unlabeled_ratio", 0)])
+                                        ("warmup_epochs", 0.5), ("unlabeled_ratio", 0), ("strong", "autoaugment"),
+                                        ("dist_align", "yes"), ("stats_ema", 1.0), ("fairness_weight", -0.1),
+                                        ("ema_teacher", 1)])
 def test_bad_ssl_params_name_the_key(key, value):
     params = repo_params()
     params["ssl"][key] = value
@@ -182,3 +215,29 @@ def test_mean_teacher_params_need_train_ema():
         validate(params)
     params["train"]["ema"] = 0.99
     assert validate(params).ssl.method == "mean_teacher"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"ssl.method": "freematch", "ssl.dist_align": True},
+     "ssl.dist_align works with ssl.method fixmatch or flexmatch, not freematch: set ssl.dist_align to false"),
+    ({"ssl.method": "mean_teacher", "train.ema": 0.99, "ssl.ema_teacher": False},
+     "ssl.method mean_teacher learns from the weight average: set ssl.ema_teacher to true"),
+    ({"train.optimizer": "sgd", "train.momentum": 0.0, "train.nesterov": True},
+     "train.nesterov needs train.optimizer sgd and train.momentum above 0"),
+])
+def test_contradicting_settings_are_one_line_naming_the_key(settings, message):
+    params = repo_params()
+    for key, value in settings.items():
+        section, name = key.split(".")
+        params[section][name] = value
+    with pytest.raises(ParamError, match=f"^params.yaml: {message}$"):
+        validate(params)
+
+
+def test_the_published_fixmatch_recipe_validates():
+    params = repo_params()
+    params["train"].update(optimizer="sgd", nesterov=True, lr=0.03, scheduler="cosine", weight_decay=5e-4, ema=0.999)
+    params["ssl"].update(method="flexmatch", dist_align=True, strong="randaugment", unlabeled_ratio=7.0,
+                         ema_teacher=False, warmup_epochs=0)
+    p = validate(params)
+    assert p.train.nesterov and p.ssl.dist_align and p.ssl.strong == "randaugment"
