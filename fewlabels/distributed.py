@@ -50,11 +50,15 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
-def torchrun_command(cfg: DistConfig, module: str, args: list[str]) -> list[str]:
+def torchrun_command(cfg: DistConfig, module: str, args: list[str], node_rank: int = 0) -> list[str]:
     """`python -m torch.distributed.run ... -m <module> <args>` for the run `cfg` describes: one host
-    (--standalone: a local rendezvous on a free port) or several (c10d rendezvous at cfg.rdzv_endpoint)."""
+    (--standalone: a local rendezvous on a free port) or several. Several meet at a static rendezvous:
+    node `node_rank` holds global ranks node_rank x nproc_per_node onwards, so node 0, whose address is
+    cfg.rdzv_endpoint and which runs DVC, holds rank 0, the process that writes the outputs. (A c10d
+    rendezvous would rank the hosts by host name, and rank 0's outputs could land on another host.)"""
     where = (["--standalone"] if cfg.nnodes == 1 else
-             ["--rdzv-backend", "c10d", "--rdzv-endpoint", cfg.rdzv_endpoint, "--rdzv-id", cfg.rdzv_id])
+             ["--rdzv-backend", "static", "--rdzv-endpoint", cfg.rdzv_endpoint, "--rdzv-id", cfg.rdzv_id,
+              "--node-rank", str(node_rank)])
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(cfg.nnodes),
             "--nproc-per-node", str(cfg.nproc_per_node), *where, "-m", module, *args]
 

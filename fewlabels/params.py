@@ -161,8 +161,10 @@ class DistConfig(Section):
     """How many processes train one model (torchrun); the train stage starts torchrun itself when > 1."""
     nproc_per_node: int = Field(1, ge=1, le=1024, description="training processes per host (one per GPU); 1: a "
                                                               "plain process, as before")
-    nnodes: int = Field(1, ge=1, le=1024, description="hosts training one model together; > 1 needs rdzv_endpoint")
-    rdzv_endpoint: Endpoint = Field("", description="host:port that every host of a multi-host run can reach (one of them)")
+    nnodes: int = Field(1, ge=1, le=1024, description="hosts training one model together; > 1 needs rdzv_endpoint, "
+                                                      "and the stage on each other host needs --node-rank")
+    rdzv_endpoint: Endpoint = Field("", description="host:port of node 0, the host that runs dvc (its rank 0 writes "
+                                                    "the outputs); every host must reach it")
     rdzv_id: RunName = Field("fewlabels", description="names one multi-host run: the same on its hosts")
 
     @property
@@ -199,7 +201,7 @@ class Params(Section):
         if self.dataset not in self.data.digests:
             raise ValueError(f"missing key data.digests.{self.dataset}")
         if self.dist.nnodes > 1 and not self.dist.rdzv_endpoint:
-            raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint: host:port of one of the hosts, e.g. node0:29400")
+            raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint: host:port of the host that runs dvc, e.g. node0:29400")
         if self.ssl.method == "mean_teacher" and not self.train.ema:
             raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
         if self.ssl.method == "mean_teacher" and not self.ssl.ema_teacher:

@@ -10,7 +10,8 @@ with the weights an uninterrupted run would have had. A successful run removes i
 
 With dist.nproc_per_node x dist.nnodes > 1 the stage re-executes itself under torchrun (fewlabels.distributed):
 every process trains its share; rank 0 alone writes the outputs. On each further host of a multi-host run,
-start the same command (`python -m stages.train ...` from dvc.yaml) with the same params.yaml.
+start the same command (`python -m stages.train ...` from dvc.yaml) with the same params.yaml and
+--node-rank 1, 2, ...: the host that runs dvc is node 0 and holds rank 0.
 """
 import argparse
 import os
@@ -26,6 +27,7 @@ from fewlabels.atomic import write_json
 from fewlabels.data import fit_inputs
 from fewlabels.distributed import Dist
 from fewlabels.engine import fit, resolve_device
+from fewlabels.errors import ParamError
 from fewlabels.models import build_model, count_parameters
 from stages._common import load_params, run
 
@@ -46,10 +48,15 @@ def main() -> None:
     parser.add_argument("run_record", type=Path, help="runs/<model>.json")
     parser.add_argument("live", type=Path, help="dvclive/<model>")
     parser.add_argument("--resume", type=Path, required=True, help=".resume/<model>: resume states (git-ignored)")
+    parser.add_argument("--node-rank", type=int, default=0, help="multi-host runs (dist.nnodes > 1): this host's "
+                        "place, 0 on the host that runs dvc, 1 to nnodes - 1 on the others")
     args = parser.parse_args()
     p = load_params()
+    if not 0 <= args.node_rank < p.dist.nnodes:
+        raise ParamError(f"--node-rank must be in [0, dist.nnodes - 1] = [0, {p.dist.nnodes - 1}], "
+                         f"got {args.node_rank}")
     if p.dist.world_size > 1 and not distributed.under_torchrun():
-        command = distributed.torchrun_command(p.dist, "stages.train", sys.argv[1:])
+        command = distributed.torchrun_command(p.dist, "stages.train", sys.argv[1:], args.node_rank)
         print(f"{args.model}: {p.dist.world_size} processes: {' '.join(command[1:])}", flush=True)
         os.execv(command[0], command)  # this process becomes torchrun; DVC waits for it as before
     dist = Dist.from_env()

@@ -83,28 +83,42 @@ def test_torchrun_command_for_one_host_and_for_several():
     assert one[1:] == ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--standalone",
                        "-m", "stages.train", "cnn", "a"]
     several = distributed.torchrun_command(DistConfig(nproc_per_node=4, nnodes=2, rdzv_endpoint="node0:29400",
-                                                      rdzv_id="exp7"), "stages.train", [])
-    assert several[3:] == ["--nnodes", "2", "--nproc-per-node", "4", "--rdzv-backend", "c10d",
-                           "--rdzv-endpoint", "node0:29400", "--rdzv-id", "exp7", "-m", "stages.train"]
+                                                      rdzv_id="exp7"), "stages.train", [], node_rank=1)
+    assert several[3:] == ["--nnodes", "2", "--nproc-per-node", "4", "--rdzv-backend", "static",
+                           "--rdzv-endpoint", "node0:29400", "--rdzv-id", "exp7", "--node-rank", "1",
+                           "-m", "stages.train"]
 
 
-def test_two_hosts_train_one_model_and_only_rank_0_writes(tmp_path):
-    """Two 'hosts' (two checkouts here, one process each) meet at a c10d rendezvous on localhost."""
+def test_two_hosts_train_one_model_and_the_dvc_host_writes(tmp_path):
+    """Two 'hosts' (two checkouts here, one process each) meet at a static rendezvous on localhost. Node 1
+    starts first: under a c10d rendezvous the earlier process (lower pid, same host name) would have taken
+    rank 0 and written the outputs into the wrong checkout."""
     endpoint = f"127.0.0.1:{fakes.free_port()}"
     hosts = []
-    for name in ("node_a", "node_b"):
+    for name, node_rank in (("node_b", 1), ("node_a", 0)):
         work = stage_inputs(tmp_path / name, n=300)
         write_params(work, {"models": [MODEL], "labeled_frac": 0.5, "train.epochs": 1, "train.device": "cpu",
                             "dist.nnodes": 2, "dist.rdzv_endpoint": endpoint})
-        hosts.append(subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], cwd=work, text=True,
+        hosts.append(subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS, "--node-rank",
+                                       str(node_rank)], cwd=work, text=True,
                                       env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT))
+        time.sleep(2)  # node 1 is waiting at the rendezvous before node 0 starts
     outputs = [h.communicate(timeout=600)[0] for h in hosts]
     assert [h.returncode for h in hosts] == [0, 0], outputs
-    written = [(tmp_path / name / "runs" / f"{MODEL}.json") for name in ("node_a", "node_b")]
-    assert sorted(path.exists() for path in written) == [False, True]  # rank 0's host alone
-    [record] = [json.loads(path.read_text()) for path in written if path.exists()]
+    assert not (tmp_path / "node_b" / "runs" / f"{MODEL}.json").exists()
+    record = json.loads((tmp_path / "node_a" / "runs" / f"{MODEL}.json").read_text())
     assert record["world_size"] == 2
+
+
+def test_a_node_rank_outside_the_run_is_one_line(tmp_path):
+    work = stage_inputs(tmp_path / "host", n=300)
+    write_params(work, {"models": [MODEL], "train.device": "cpu", "dist.nnodes": 2,
+                        "dist.rdzv_endpoint": "127.0.0.1:1"})
+    result = subprocess.run([sys.executable, "-m", "stages.train", *TRAIN_ARGS, "--node-rank", "2"], cwd=work,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == "error: --node-rank must be in [0, dist.nnodes - 1] = [0, 1], got 2\n"
 
 
 def test_dvc_exp_run_with_two_processes(tmp_path):
