@@ -50,6 +50,17 @@ def grid(fracs, methods, seeds, shard: tuple[int, int] = (0, 1)) -> list[tuple[f
     return cells[i::n]
 
 
+def refuse_uncommitted_settings() -> None:
+    """A queued experiment starts from the workspace, so an edit left in params.yaml or dvc.yaml (say, the
+    params of the last `dvc exp run`, which DVC applies to the workspace) would silently join every cell."""
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "params.yaml",
+                              "dvc.yaml"], check=True, capture_output=True, text=True).stdout.split()[1::2]
+    if changed:
+        sys.exit(f"error: uncommitted changes in {', '.join(changed)}, which every queued experiment would "
+                 "inherit: commit them, or restore them (git checkout params.yaml dvc.yaml) and "
+                 "pass settings with --set")
+
+
 def queue_grid(cells, extra_sets) -> int:
     for frac, method, seed in cells:
         sets = [f"labeled_frac={frac}", f"ssl.method={method}", f"seed={seed}", *extra_sets]
@@ -104,6 +115,7 @@ def main() -> None:
     model = args.model or load("params.yaml").models[0]
 
     if not args.plot_only:
+        refuse_uncommitted_settings()
         cells = grid(args.fracs, args.methods, args.seeds, args.shard)
         print(f"queued {queue_grid(cells, args.sets)} experiments", flush=True)
         # Not through dvc(): the queue's worker would inherit the captured pipe and keep it open to the end.

@@ -155,3 +155,18 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
     assert spec["encoding"]["color"]["field"] == "method"
     assert [(v["method"], v["labeled_frac"], v["seed"]) for v in spec["data"]["values"]] == \
         [(r["method"], r["labeled_frac"], r["seed"]) for r in rows]
+
+
+def test_label_curve_refuses_uncommitted_params(tmp_path):
+    """Every queued cell would inherit a leftover edit (e.g. the last `dvc exp run -S`'s params) unseen."""
+    repo = make_project(tmp_path)
+    (repo / "bench").mkdir()
+    shutil.copy(REPO / "bench" / "label_curve.py", repo / "bench")
+    commit(repo, "curve script")
+    params = repo / "params.yaml"
+    text = params.read_text()
+    assert "weight_decay: 0.0" in text
+    params.write_text(text.replace("weight_decay: 0.0", "weight_decay: 1.0e-05"))
+    out = run(repo, "python", "bench/label_curve.py", "--fracs", "0.5", "--methods", "skip", ok=False)
+    assert out.strip().splitlines()[-1].startswith("error: uncommitted changes in params.yaml,")
+    assert "No experiment tasks" in run(repo, "dvc", "queue", "status")
