@@ -53,8 +53,8 @@ def grid(fracs, methods, seeds, shard: tuple[int, int] = (0, 1)) -> list[tuple[f
 def refuse_uncommitted_settings() -> None:
     """A queued experiment starts from the workspace, so an edit left in params.yaml or dvc.yaml (say, the
     params of the last `dvc exp run`, which DVC applies to the workspace) would silently join every cell."""
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "params.yaml",
-                              "dvc.yaml"], check=True, capture_output=True, text=True).stdout.split()[1::2]
+    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", "params.yaml", "dvc.yaml"],
+                             check=True, capture_output=True, text=True).stdout.split()  # staged or not
     if changed:
         sys.exit(f"error: uncommitted changes in {', '.join(changed)}, which every queued experiment would "
                  "inherit: commit them, or restore them (git checkout params.yaml dvc.yaml) and "
