@@ -1,4 +1,6 @@
 """RandAugment for grayscale clothing (fewlabels.augment): each op on known inputs, per-image draws, the strong view."""
+import contextlib
+
 import pytest
 import torch
 
@@ -160,23 +162,19 @@ def test_randaugment_keeps_shape_and_the_pixel_range_and_draws_per_image():
     assert len({img.sum().item() for img in out}) == 32  # every copy of the image got its own view
 
 
-def test_randaugment_is_deterministic_from_the_seed():
-    ra = augment.RandAugment(augment.POLICIES["flip_crop"], MEAN, STD)
-    x = normalised(pixels(16))
-    torch.manual_seed(3)
-    first = ra(x)
-    torch.manual_seed(3)
-    assert torch.equal(ra(x), first)
-
-
-def test_randaugment_computes_in_float32_under_autocast():
-    """The training step runs under bf16 autocast on a GPU; CPU autocast stands in for it here."""
+@pytest.mark.parametrize("context", [
+    contextlib.nullcontext,  # deterministic from the seed
+    # computes in float32 under autocast: the training step runs under bf16 autocast on a GPU; CPU autocast
+    # stands in for it here
+    lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+], ids=["plain", "bf16-autocast"])
+def test_randaugment_gives_the_same_views_from_the_same_seed(context):
     ra = augment.RandAugment(augment.POLICIES["flip_crop"], MEAN, STD)
     x = normalised(pixels(32))
     torch.manual_seed(4)
     expected = ra(x)
     torch.manual_seed(4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with context():
         assert torch.equal(ra(x), expected)
 
 
