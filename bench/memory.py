@@ -1,7 +1,7 @@
 """Memory: peak resident set size (RSS) of a CPU training run of the train stage.
 
-In a throwaway copy of the pipeline the data stages prepare Fashion-MNIST (unpack straight from the local
-mirror, split, index), then `python -m stages.train <model> ...` trains on the CPU for `--epochs` epochs with
+In a throwaway copy of the pipeline the data stages prepare Fashion-MNIST (download from the local mirror,
+unpack, split, index), then `python -m stages.train <model>` trains on the CPU for `--epochs` epochs with
 params.yaml's recipe. Its peak RSS is the kernel's high-water mark for that one process (os.wait4's
 ru_maxrss), so nothing is missed between samples and no other process is counted.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import child_env, environment, local_mirror, run, save, scratch_repo
+from bench.common import child_env, environment, run, save, scratch_repo
 
 TARGET_GIB = 2.0  # issue #5: peak RSS of a CPU training run
 
@@ -28,13 +28,12 @@ def main() -> None:
     args = parser.parse_args()
     env = environment(torch.device("cpu"))
     py = [sys.executable, "-m"]
-    prepared, model = "data/prepared/fashion_mnist", args.model
+    model = args.model
     with tempfile.TemporaryDirectory(prefix="fewlabels-bench-") as tmp:
-        repo = scratch_repo(Path(tmp), **{"train.epochs": args.epochs, "train.device": "cpu"})
-        run([*py, "stages.unpack", str(local_mirror()), prepared], repo)
-        run([*py, "stages.split", prepared, "data/split"], repo)
-        run([*py, "stages.index", prepared, "data/split/train.npy", "data/index"], repo)
-        cmd = [*py, "stages.train", model, prepared, "data/split", "data/index", f"models/{model}.pt", f"dvclive/{model}"]
+        repo = scratch_repo(Path(tmp), models=[model], **{"train.epochs": args.epochs, "train.device": "cpu"})
+        for stage in ("download", "unpack", "split", "index"):
+            run([*py, f"stages.{stage}"], repo)
+        cmd = [*py, "stages.train", model]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=repo, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         output = proc.stdout.read()

@@ -1,7 +1,7 @@
 """Pipeline overhead: the data stages from the local mirror, and `dvc repro` with nothing changed.
 
 Everything runs in a throwaway git + DVC copy of the pipeline in a temporary directory:
-1. `dvc repro index` from nothing: download (from the file:// mirror), unpack, split, index (target <= 10 s);
+1. `dvc repro index` from nothing: check, download (from the file:// mirror), unpack, split, index (target <= 10 s);
    then the same four stage commands run directly, one by one, to show what DVC adds;
 2. `dvc repro index` again, nothing changed;
 3. a full `dvc repro` once (train and evaluate for every model in params.yaml, kept tiny with
@@ -22,15 +22,10 @@ TARGET_DATA_S = 10.0  # issue #5: download + unpack + split + index
 TARGET_NOOP_S = 5.0   # issue #5: `dvc repro` with nothing changed
 
 
-def direct_stages(repo: Path, out: Path) -> dict[str, float]:
-    """Seconds of each data stage's own command (as in dvc.yaml, writing outside the repo), without DVC."""
-    py = [sys.executable, "-m"]
-    return {
-        "download": run([*py, "stages.download", str(out / "raw")], repo),
-        "unpack": run([*py, "stages.unpack", str(out / "raw"), str(out / "prepared")], repo),
-        "split": run([*py, "stages.split", str(out / "prepared"), str(out / "split")], repo),
-        "index": run([*py, "stages.index", str(out / "prepared"), str(out / "split/train.npy"), str(out / "index")], repo),
-    }
+def direct_stages(repo: Path) -> dict[str, float]:
+    """Seconds of each data stage's own command (as in dvc.yaml, in a second copy), without DVC."""
+    return {stage: run([sys.executable, "-m", f"stages.{stage}"], repo)
+            for stage in ("check", "download", "unpack", "split", "index")}
 
 
 def main() -> None:
@@ -46,7 +41,7 @@ def main() -> None:
         dvc_startup = run(["dvc", "--version"], repo)
         data = run(["dvc", "repro", "index"], repo)
         print(f"dvc repro index from nothing: {data:.2f}s", flush=True)
-        stages = direct_stages(repo, Path(tmp) / "direct")
+        stages = direct_stages(scratch_repo(Path(tmp) / "direct", labeled_frac=args.labeled_frac))
         index_noop = [run(["dvc", "repro", "index"], repo) for _ in range(args.repeats)]
         full_first = run(["dvc", "repro"], repo)
         print(f"dvc repro (tiny training, not a target): {full_first:.2f}s", flush=True)

@@ -4,6 +4,7 @@ Everything is written to a temporary sibling first and renamed into place only w
 (a rename within one directory is atomic on POSIX). A process killed outright (kill -9, out of memory, power
 loss) cannot delete its temporary sibling; the next write of the same path does.
 """
+import errno
 import glob
 import json
 import os
@@ -12,6 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from fewlabels.errors import UserError
+
+FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+        errno.EFBIG: "file size limit exceeded"}  # a write failed for want of room: the user can fix that
 
 
 def _dead(pid: int) -> bool:
@@ -55,12 +61,23 @@ def atomic_path(path: str | Path, directory: bool = False):
         if directory and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: remove the partial output, then re-raise
+    except BaseException as err:  # KeyboardInterrupt too: remove the partial output, then re-raise
         if tmp.is_dir():
             shutil.rmtree(tmp)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in FULL:
+            raise UserError(f"{FULL[err.errno]} while writing {path}: nothing of it was kept; free some space "
+                            "and rerun") from None
         raise
+
+
+class NpyWriter:
+    """A file for np.save to write through write() in 16 MiB chunks: for a real file numpy calls tofile,
+    which reports a full disk as "N requested and M written", without the errno that says why."""
+
+    def __init__(self, f):
+        self.write = f.write
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -81,4 +98,4 @@ def write_text(path: str | Path, text: str) -> None:
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
+        np.save(NpyWriter(f), array)

@@ -9,8 +9,10 @@ GPUs: every training process claims one with an exclusive lock file per GPU (and
 experiments (`dvc queue start -j N`) and the ranks of a torchrun run each land on a different GPU, which
 DVC's queue itself does not arrange. The kernel drops the lock when the process ends, however it ends.
 """
+import ctypes
 import fcntl
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as torch_dist
 
+from fewlabels.errors import ParamError
 from fewlabels.params import DistConfig
 
 LOCK_DIR_ENV = "FEWLABELS_GPU_LOCK_DIR"  # shared by every process that may claim this host's GPUs
@@ -48,6 +51,29 @@ class Dist:
 
 def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ
+
+
+def check_fits(cfg: DistConfig, device: str) -> None:
+    """dist.nproc_per_node within what this host has for train.device `device`: a CPU core per process, or a
+    GPU slot per process (visible GPUs x FEWLABELS_GPU_SLOTS). More would oversubscribe it or exhaust its
+    memory. (Checked before torchrun starts, without claiming a GPU.)"""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        limit, what = torch.cuda.device_count() * int(os.environ.get(SLOTS_ENV, 1)), f"GPUs x {SLOTS_ENV}"
+    else:
+        limit, what = len(os.sched_getaffinity(0)), "CPU cores"
+    if cfg.nproc_per_node > limit:
+        raise ParamError(f"dist.nproc_per_node={cfg.nproc_per_node} is more than this host's {limit} {what}: "
+                         f"set it to at most {limit}")
+
+
+def die_with_launcher() -> None:
+    """Have the kernel kill this worker when torchrun, its parent, dies (the OOM killer, kill -9): torchrun
+    stops its workers only when it lives to do so, and an orphaned worker would train on, unseen."""
+    PR_SET_PDEATHSIG = 1  # linux/prctl.h
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() == 1:  # torchrun died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def torchrun_command(cfg: DistConfig, module: str, args: list[str], node_rank: int = 0) -> list[str]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from torch.nn.parallel import DistributedDataParallel
 
-from fewlabels import augment, distributed, pseudolabels
+from fewlabels import augment, checkpoint, distributed, pseudolabels
 from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure, rank_seed
 from fewlabels.distributed import Dist
 from fewlabels.errors import DeviceError, ParamError
@@ -227,6 +227,32 @@ class TrainState:
             "rng": distributed.gather(rng, dist, device),
         }
 
+    def check_saved(self, saved: dict, epochs: int, world_size: int, device: torch.device) -> None:
+        """checkpoint.Mismatch unless `saved` (read from a resume file) is what state_dict() of this run
+        writes after 1 to `epochs` epochs: the same keys and types, tensors shaped as this run's."""
+        like = checkpoint.check_like
+        checkpoint.check_keys(saved, set(_SAVED), "it")
+        like(saved["model"], self.model.state_dict(), "model")
+        like(saved["ema"], self.ema.state_dict() if self.ema else None, "ema")
+        _check_optimizer(saved["optimizer"], self.optimizer)
+        like(saved["scheduler"], self.scheduler.state_dict() if self.scheduler else None, "scheduler")
+        like(saved["pseudo"], self.pseudo.state_dict() if self.pseudo else None, "pseudo")
+        counters = saved["counters"]
+        checkpoint.check_keys(counters, set(_COUNTERS), "counters")
+        for name, kinds in _COUNTER_TYPES.items():
+            if type(counters[name]) not in kinds:
+                raise checkpoint.Mismatch(f"counters.{name} is {type(counters[name]).__name__}, not {kinds[0].__name__}")
+        epoch = counters["epoch"]
+        if not 1 <= epoch <= epochs or not 1 <= counters["best_epoch"] <= epoch:
+            raise checkpoint.Mismatch(f"counters: epoch {epoch}, best epoch {counters['best_epoch']}: not within "
+                                      f"this run's {epochs} epochs")
+        checkpoint.check_history(counters["history"], _ROW, epochs, "counters.history")
+        if len(counters["history"]) != epoch:
+            raise checkpoint.Mismatch(f"counters.history has {len(counters['history'])} rows for {epoch} epochs")
+        like(saved["best_state"], self.scored.state_dict(), "best_state")
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
+        like(saved["rng"], [rng] * world_size, "rng")
+
     def load_state_dict(self, state: dict, rank: int) -> None:
         self.model.load_state_dict(state["model"])
         if self.ema:
@@ -246,6 +272,30 @@ class TrainState:
 
 
 _COUNTERS = ("epoch", "history", "best_epoch", "best_score", "stale", "stopped", "images_seen", "train_seconds")
+_SAVED = ("model", "ema", "optimizer", "scheduler", "pseudo", "counters", "best_state", "rng")  # state_dict()'s keys
+_COUNTER_TYPES = {"epoch": (int,), "best_epoch": (int,), "best_score": (float, type(None)), "stale": (int,),
+                  "stopped": (bool,), "images_seen": (int,), "train_seconds": (float,)}
+_ROW = {"epoch": int, "train_loss": float, "train_acc": float, "valid_loss": float, "valid_acc": float, "lr": float,
+        "seconds": float}  # fit()'s history row
+
+
+def _check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
+    """checkpoint.Mismatch unless `saved` is a state_dict of `optimizer`: its param groups, and per parameter
+    a step count and buffers (momentum, Adam's averages) shaped as the parameter."""
+    fresh = optimizer.state_dict()
+    checkpoint.check_keys(saved, fresh.keys(), "optimizer")
+    checkpoint.check_like(saved["param_groups"], fresh["param_groups"], "optimizer.param_groups")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = saved["state"]
+    if not isinstance(state, dict) or not set(state) <= set(range(len(params))):
+        raise checkpoint.Mismatch("optimizer.state does not map this model's parameters")
+    for i, entry in state.items():
+        if not isinstance(entry, dict):
+            raise checkpoint.Mismatch(f"optimizer.state[{i}] is not a mapping")
+        for key, value in entry.items():
+            scalar = isinstance(value, torch.Tensor) and value.numel() == 1 and value.ndim == 0
+            if not scalar:
+                checkpoint.check_like(value, params[i].detach(), f"optimizer.state[{i}].{str(key)[:20]}")
 
 
 @dataclass(frozen=True)
@@ -345,6 +395,7 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     train_labels must already be masked (fewlabels.data.mask_labels): the engine never sees the
     label of an unlabeled index. `log_epoch(row, scored)` is called with each epoch's metrics and the
     module they scored (`model`, or its weight average when cfg.ema is on); returning True stops training.
+    A resumed run first replays the finished epochs' rows (scored None, the return value ignored).
     `save_state(state_dict)` is called after every epoch with what `resume` takes to continue from there
     exactly (TrainState.state_dict()): the same final weights as a run that never stopped.
 
@@ -399,9 +450,12 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
     state = TrainState(model, net, ema, optimizer, scheduler, pseudo)
     resume = distributed.broadcast(resume, dist, device)
     if resume is not None:
+        state.check_saved(resume, cfg.epochs, dist.world_size, device)
         state.load_state_dict(resume, dist.rank)
         if dist.main:
             print(f"resuming after epoch {state.epoch}/{cfg.epochs}", flush=True)
+            for row in state.history if log_epoch else []:  # the caller's curves: as if never stopped
+                log_epoch(row, None)
     valid_labels = valid_labels.to(device)
 
     while not state.stopped and state.epoch < cfg.epochs:

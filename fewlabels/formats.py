@@ -160,9 +160,19 @@ def _reconstruct(cls, shape, dtype_code):
     return np.ndarray.__new__(_BatchArray, (0,), np.uint8)
 
 
+def _latin1(text, encoding):
+    """_codecs.encode as Python 3 calls it to pickle bytes at protocol 2: (text, 'latin1') -> the bytes, one
+    per character of a text the pickle already holds (so no larger than the file)."""
+    if type(text) is not str or encoding not in ("latin1", "latin-1"):
+        raise FormatError("calls _codecs.encode other than to write bytes as latin-1 text (Python 3, protocol 2)")
+    return text.encode("latin-1")
+
+
 # The only globals a CIFAR-10 batch pickle references: numpy's array reconstruction, each resolved to a checked
-# stand-in. numpy 2 moved numpy.core to numpy._core; pickles written by either name it differently.
+# stand-in, and in a copy re-pickled by Python 3 at protocol 2, its way of writing bytes. numpy 2 moved
+# numpy.core to numpy._core; pickles written by either name it differently.
 CIFAR_ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): _latin1,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): _BatchArray,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import AliasEvent
 
 from fewlabels.datasets import DATASETS
 from fewlabels.errors import ParamError
@@ -81,7 +82,7 @@ class DataConfig(Section):
         },
         description="what each file must hash to before it is kept: 'md5:' of the file as downloaded, or "
                     "'gunzip-sha256:' of its decompressed bytes (so recompressed copies such as Debian's verify)")
-    timeout_s: float = Field(30.0, gt=0, description="seconds a network read may wait")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="seconds a network read may wait")
     retries: int = Field(2, ge=0, le=100, description="extra attempts per mirror after a network error")
 
     @field_validator("digests")
@@ -110,7 +111,8 @@ class TrainConfig(Section):
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum (published FixMatch)")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
-    batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike)")
+    batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike); "
+                                                          "larger than the labeled set: one batch of all of it")
     epochs: int = Field(10, ge=1, le=10**6, description="passes over the labeled images")
     scheduler: Scheduler = Field("none", description="learning-rate schedule: none; step (divide by 10 at "
                                                      "step_milestones); plateau (on valid loss); onecycle; cosine "
@@ -209,6 +211,10 @@ class Params(Section):
         if self.ssl.dist_align and self.ssl.method not in ("fixmatch", "flexmatch"):
             raise ValueError(f"ssl.dist_align works with ssl.method fixmatch or flexmatch, not {self.ssl.method}: "
                              "set ssl.dist_align to false")
+        late = [m for m in self.train.step_milestones if m >= self.train.epochs]
+        if self.train.scheduler == "step" and late:
+            raise ValueError(f"train.step_milestones {late} are not before the last of train.epochs "
+                             f"({self.train.epochs}), so they would never apply: lower them or raise train.epochs")
         if self.train.nesterov and (self.train.optimizer != "sgd" or not self.train.momentum):
             raise ValueError("train.nesterov needs train.optimizer sgd and train.momentum above 0")
         return self
@@ -244,7 +250,8 @@ def _unknown(key: str, name: str, known, prefix: str, meanings: dict[str, str] |
         return max(by_name, difflib.SequenceMatcher(None, name.replace("_", " "), meaning).ratio())
     best = max(known, key=score, default=None)
     hint = f"; did you mean {prefix}{best}?" if best is not None and score(best) >= 0.6 else ""
-    return f"unknown key {key}{hint}"
+    shown = key if key.isascii() and key.isprintable() else ascii(key)  # a zero-width space shows as \u200b
+    return f"unknown key {shown}{hint}"
 
 
 def _section_at(loc) -> tuple[type[BaseModel], str]:
@@ -314,13 +321,29 @@ def _default(key: str):
     return node.model_dump() if isinstance(node, BaseModel) else node
 
 
+MAX_BYTES = 1 << 20  # params.yaml is ~3 KB: a bound on what reading a hostile one may cost
+
+
 def read(path: str | Path = "params.yaml") -> dict:
-    """params.yaml as a plain mapping, unchecked: a YAML error is one line with the line number."""
+    """params.yaml as a plain mapping, unchecked: a YAML error is one line with the line number. Aliases
+    (`*name`) are refused before anything is built: a few hundred bytes of nested aliases expand to
+    gigabytes (a "billion laughs"), and settings never need them."""
     try:
-        with open(path) as f:
-            return _yaml().load(f)
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ParamError(f"{path} not found: run from the project's root, where params.yaml is") from None
+    if len(data) > MAX_BYTES:
+        raise ParamError(f"{path}: larger than {MAX_BYTES >> 20} MiB; it holds settings only")
+    try:
+        text = data.decode("utf-8")
+        for event in _yaml().parse(text):
+            if isinstance(event, AliasEvent):
+                raise ParamError(f"{path} line {event.start_mark.line + 1}: YAML aliases (*name) are not accepted "
+                                 "in params.yaml: write the value out")
+        return _yaml().load(text)
+    except UnicodeDecodeError as err:
+        raise ParamError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f" line {mark.line + 1}" if mark else ""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fewlabels.atomic import atomic_path
+from fewlabels.atomic import NpyWriter, atomic_path
 from fewlabels.errors import DataError
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")  # uint8 images [N, C, H, W]; int64 labels [N]
@@ -20,7 +20,7 @@ def save(out: Path, arrays: dict[str, np.ndarray], classes: tuple[str, ...]) -> 
     with atomic_path(out, directory=True) as tmp:
         for name in ARRAYS:
             with open(tmp / f"{name}.npy", "wb") as f:
-                np.save(f, arrays[name], allow_pickle=False)
+                np.save(NpyWriter(f), arrays[name], allow_pickle=False)
         with open(tmp / CLASSES, "w") as f:
             json.dump(list(classes), f)
             f.write("\n")

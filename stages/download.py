@@ -1,21 +1,19 @@
 """Stage download: fetch the dataset's raw files into data/raw/<dataset>/ (all or nothing)."""
 import argparse
-from pathlib import Path
 
 from fewlabels.atomic import atomic_path
 from fewlabels.datasets import DATASETS
 from fewlabels.download import fetch_all
-from stages._common import load_params, run
+from stages._common import layout, load_params, run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", type=Path, help="data/raw/<dataset>")
-    args = parser.parse_args()
+    argparse.ArgumentParser(description=__doc__).parse_args()
     p = load_params()
     digests, spec = p.data.digests[p.dataset], DATASETS[p.dataset]
     files = {name: digests[name] for name in spec.files.values()}
-    with atomic_path(args.out, directory=True) as tmp:
+    paths = layout(p.dataset)
+    with atomic_path(paths.raw, directory=True) as tmp:
         fetch_all(files, spec.max_file_bytes, p.data.sources[p.dataset], tmp, p.data.timeout_s, p.data.retries)
 
 

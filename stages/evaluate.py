@@ -19,7 +19,7 @@ from fewlabels.atomic import atomic_path, write_json
 from fewlabels.engine import predict_trained, resolve_device
 from fewlabels.metrics import classification_metrics, scores
 from fewlabels.models import build_model
-from stages._common import load_params, run
+from stages._common import layout, load_params, run, stage_model
 
 
 def write_plots(out: Path, model: str, test: dict, y_true: np.ndarray, pred: np.ndarray, classes: list[str]) -> None:
@@ -40,20 +40,19 @@ def write_plots(out: Path, model: str, test: dict, y_true: np.ndarray, pred: np.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model")
-    parser.add_argument("checkpoint", type=Path, help="models/<model>.pt")
-    parser.add_argument("prepared", type=Path, help="data/prepared/<dataset>")
-    parser.add_argument("valid", type=Path, help="data/split/valid.npy")
-    parser.add_argument("metrics", type=Path, help="metrics/<model>.json")
-    parser.add_argument("plots", type=Path, help="eval/<model>: confusion.csv, per_class.csv, confusion.png")
+    parser.add_argument("model", nargs="?", help="one of params.yaml's models (default: the one in DVC_STAGE)")
     args = parser.parse_args()
     p = load_params()
-    record = checkpoint.load_model(args.checkpoint, args.model)
-    d = prepared.load(args.prepared, *prepared.ARRAYS)
-    valid = np.load(args.valid)
+    name = stage_model(args.model, p)
+    paths = layout(p.dataset, name)
+    d = prepared.load(paths.prepared, *prepared.ARRAYS, "classes")
+    valid = np.load(paths.split / "valid.npy")
     splits = {"test": (d["x_test"], d["y_test"]), "valid": (d["x_train"][valid], d["y_train"][valid])}
+    # the model the train stage built for this data: what the model file must fit, shapes and all
+    expected = {"channels": d["x_train"].shape[1], "size": d["x_train"].shape[2], "classes": d["classes"]}
+    model = build_model(name, expected["channels"], expected["size"], len(expected["classes"]))
+    record = checkpoint.load_model(paths.model, name, expected, model.state_dict())
     device = resolve_device(p.train.device)
-    model = build_model(record["model"], record["channels"], record["size"], len(record["classes"]))
     results, test_pred = {}, None
     for split, (x, y) in splits.items():
         logits = predict_trained(model, record, torch.from_numpy(x), device, p.train.amp)
@@ -61,10 +60,10 @@ def main() -> None:
         if split == "test":
             test_pred = logits.argmax(1).cpu().numpy()
     test = results["test"]
-    write_plots(args.plots, args.model, test, d["y_test"], test_pred, record["classes"])
-    write_json(args.metrics, {args.model: {split: scores(m) for split, m in results.items()}})
-    print(f"{args.model}: test loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}, "
-          f"macro-F1 {test['macro_f1']:.4f} -> {args.metrics}")
+    write_plots(paths.eval, name, test, d["y_test"], test_pred, record["classes"])
+    write_json(paths.metrics, {name: {split: scores(m) for split, m in results.items()}})
+    print(f"{name}: test loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}, "
+          f"macro-F1 {test['macro_f1']:.4f} -> {paths.metrics}")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ with the weights an uninterrupted run would have had. A successful run removes i
 
 With dist.nproc_per_node x dist.nnodes > 1 the stage re-executes itself under torchrun (fewlabels.distributed):
 every process trains its share; rank 0 alone writes the outputs. On each further host of a multi-host run,
-start the same command (`python -m stages.train ...` from dvc.yaml) with the same params.yaml and
---node-rank 1, 2, ...: the host that runs dvc is node 0 and holds rank 0.
+start `python -m stages.train <model> --node-rank i` (i = 1, 2, ...) in a checkout with the same params.yaml
+and data: the host that runs dvc is node 0 and holds rank 0.
 """
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +27,7 @@ from fewlabels.distributed import Dist
 from fewlabels.engine import fit, resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.models import build_model, count_parameters
-from stages._common import load_params, run
+from stages._common import layout, load_params, run, stage_model
 
 CURVES = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr")  # per epoch, to DVCLive
 # What the model file keeps of each epoch's row. Its rows are rebuilt with these very key objects: pickle
@@ -40,61 +38,62 @@ HISTORY = ("epoch", *CURVES)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model")
-    parser.add_argument("prepared", type=Path, help="data/prepared/<dataset>")
-    parser.add_argument("split", type=Path, help="data/split (train.npy, valid.npy)")
-    parser.add_argument("index", type=Path, help="data/index (labeled.npy, unlabeled.npy)")
-    parser.add_argument("out", type=Path, help="models/<model>.pt")
-    parser.add_argument("run_record", type=Path, help="runs/<model>.json")
-    parser.add_argument("live", type=Path, help="dvclive/<model>")
-    parser.add_argument("--resume", type=Path, required=True, help=".resume/<model>: resume states (git-ignored)")
+    parser.add_argument("model", nargs="?", help="one of params.yaml's models (default: the one in DVC_STAGE)")
     parser.add_argument("--node-rank", type=int, default=0, help="multi-host runs (dist.nnodes > 1): this host's "
                         "place, 0 on the host that runs dvc, 1 to nnodes - 1 on the others")
     args = parser.parse_args()
     p = load_params()
+    name = stage_model(args.model, p)
+    paths = layout(p.dataset, name)
     if not 0 <= args.node_rank < p.dist.nnodes:
         raise ParamError(f"--node-rank must be in [0, dist.nnodes - 1] = [0, {p.dist.nnodes - 1}], "
                          f"got {args.node_rank}")
     if p.dist.world_size > 1 and not distributed.under_torchrun():
-        command = distributed.torchrun_command(p.dist, "stages.train", sys.argv[1:], args.node_rank)
-        print(f"{args.model}: {p.dist.world_size} processes: {' '.join(command[1:])}", flush=True)
+        distributed.check_fits(p.dist, p.train.device)
+        command = distributed.torchrun_command(p.dist, "stages.train", [name, "--node-rank", str(args.node_rank)],
+                                               args.node_rank)
+        print(f"{name}: {p.dist.world_size} processes: {' '.join(command[1:])}", flush=True)
         os.execv(command[0], command)  # this process becomes torchrun; DVC waits for it as before
+    if distributed.under_torchrun():
+        distributed.die_with_launcher()
     dist = Dist.from_env()
-    d = prepared.load(args.prepared, "x_train", "y_train", "classes")
+    d = prepared.load(paths.prepared, "x_train", "y_train", "classes")
     x, y, classes = d["x_train"], d["y_train"], d["classes"]
-    train_idx, valid_idx = np.load(args.split / "train.npy"), np.load(args.split / "valid.npy")
-    labeled, unlabeled = np.load(args.index / "labeled.npy"), np.load(args.index / "unlabeled.npy")
+    train_idx, valid_idx = np.load(paths.split / "train.npy"), np.load(paths.split / "valid.npy")
+    labeled, unlabeled = np.load(paths.index / "labeled.npy"), np.load(paths.index / "unlabeled.npy")
     channels, size = x.shape[1], x.shape[2]
     torch.manual_seed(p.seed)
-    model = build_model(args.model, channels, size, len(classes))
+    model = build_model(name, channels, size, len(classes))
     n_params = count_parameters(model)
     if dist.main:
-        print(f"{args.model}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
+        print(f"{name}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
 
     device = resolve_device(p.train.device)
-    store = checkpoint.ResumeStore(args.resume, checkpoint.run_key(
-        model=args.model, seed=p.seed, labeled_frac=p.labeled_frac, train=p.train.model_dump(),
+    store = checkpoint.ResumeStore(paths.resume, checkpoint.run_key(
+        model=name, seed=p.seed, labeled_frac=p.labeled_frac, train=p.train.model_dump(),
         ssl=p.ssl.model_dump(), device=device.type, code=checkpoint.project_sources(),
         data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled), world=p.dist.world_size))
-    resume = store.load(device) if dist.main else None  # rank 0 hands it to the others
+    # a genuine state holds the model ~4 times (weights, average, best, optimizer) and per image statistics
+    max_bytes = 8 * checkpoint.nbytes(model.state_dict()) + 64 * len(x) + 512 * p.train.epochs + (4 << 20)
+    resume = store.load(device, max_bytes) if dist.main else None  # rank 0 hands it to the others
     inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
     try:
         if not dist.main:  # trains its share; writes nothing
             fit(model, *inputs, p.train, p.seed, p.ssl, dist=dist)
             return
-        # DVC deletes a stage's outputs (these curves too) before it reruns the stage: a resumed run replays
-        # the finished epochs' rows, so the curves come out as an uninterrupted run's.
-        with Live(str(args.live), dvcyaml=None, save_dvc_exp=False) as live:
+        # DVC deletes a stage's outputs (these curves too) before it reruns the stage: fit replays a resumed
+        # run's finished epochs through log_epoch, so the curves come out as an uninterrupted run's.
+        with Live(str(paths.live), dvcyaml=None, save_dvc_exp=False) as live:
             def log_epoch(row, scored):
                 for key in CURVES:
                     split, _, metric = key.partition("_")
                     live.log_metric(f"{split}/{metric}" if metric else key, row[key])
                 live.next_step()
 
-            for row in resume["counters"]["history"] if resume else []:
-                log_epoch(row, None)
             result = fit(model, *inputs, p.train, p.seed, p.ssl, log_epoch, resume=resume, save_state=store.save,
                          dist=dist)
+    except checkpoint.Mismatch as err:  # the resume state is not this run's (fit checks it before using it)
+        raise store.refuse(err) from None
     except KeyboardInterrupt:
         if store.saved_epoch is None:
             raise
@@ -103,21 +102,21 @@ def main() -> None:
     finally:
         distributed.shutdown()
 
-    checkpoint.save(args.out, {  # deterministic: no wall-clock figure, so evaluate does not rerun for nothing
-        "model": args.model, "channels": channels, "size": size, "classes": classes,
+    checkpoint.save(paths.model, {  # deterministic: no wall-clock figure, so evaluate does not rerun for nothing
+        "model": name, "channels": channels, "size": size, "classes": classes,
         "state_dict": result["state_dict"], "mean": result["mean"], "std": result["std"],
         "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
         "history": [{k: row[k] for k in HISTORY} for row in result["history"]],
     })
-    write_json(args.run_record, {
+    write_json(paths.run, {
         "device": result["device"], "world_size": result["world_size"], "n_parameters": n_params, "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
         "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
         "train_seconds": result["train_seconds"], "images_per_s": result["images_per_s"],
         "epoch_seconds": [row["seconds"] for row in result["history"]],
     })
     store.clear()
-    print(f"{args.model}: best epoch {result['best_epoch']}, {result['train_seconds']:.1f}s training, "
-          f"{result['images_per_s']:,.0f} images/s on {result['device']} -> {args.out}")
+    print(f"{name}: best epoch {result['best_epoch']}, {result['train_seconds']:.1f}s training, "
+          f"{result['images_per_s']:,.0f} images/s on {result['device']} -> {paths.model}")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,24 @@
 """Stage unpack: parse the raw files into data/prepared/<dataset>/ (fewlabels.prepared: one .npy per array)."""
 import argparse
-from pathlib import Path
 
 from fewlabels import prepared
 from fewlabels.datasets import DATASETS
+from fewlabels.errors import DataError
 from fewlabels.formats import LOADERS
-from stages._common import load_params, run
+from stages._common import layout, load_params, run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("raw", type=Path, help="data/raw/<dataset>")
-    parser.add_argument("out", type=Path, help="data/prepared/<dataset>")
-    args = parser.parse_args()
-    spec = DATASETS[load_params().dataset]
-    arrays = LOADERS[spec.format](args.raw, spec)
-    prepared.save(args.out, arrays, spec.classes)
-    print(f"{args.out}: train {arrays['x_train'].shape}, test {arrays['x_test'].shape}")
+    argparse.ArgumentParser(description=__doc__).parse_args()
+    p = load_params()
+    spec, paths = DATASETS[p.dataset], layout(p.dataset)
+    arrays = LOADERS[spec.format](paths.raw, spec)
+    for split in ("train", "test"):
+        if not len(arrays[f"y_{split}"]):
+            raise DataError(f"{paths.raw}: the {split} split holds no images; fetch the dataset again: "
+                            f"rm -r {paths.raw} && dvc repro download")
+    prepared.save(paths.prepared, arrays, spec.classes)
+    print(f"{paths.prepared}: train {arrays['x_train'].shape}, test {arrays['x_test'].shape}")
 
 
 if __name__ == "__main__":

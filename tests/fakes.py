@@ -320,13 +320,16 @@ def serve(directory: Path, hits: list | None = None, fail_first: int = 0):
 
 
 @contextmanager
-def serve_raw(response: bytes, delay: float = 0):
-    """A broken mirror: answers every connection with `response` verbatim after `delay` s, then hangs up."""
+def serve_raw(response: bytes, delay: float = 0, received: threading.Event | None = None):
+    """A broken mirror: answers every connection with `response` verbatim after `delay` s, then hangs up.
+    Sets `received` once a request has arrived (the client is then waiting for the answer)."""
     from socketserver import BaseRequestHandler, ThreadingTCPServer
 
     class Handler(BaseRequestHandler):
         def handle(self):
             self.request.recv(65536)  # the request; its content does not matter
+            if received is not None:
+                received.set()
             time.sleep(delay)
             self.request.sendall(response)
 

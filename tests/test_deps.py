@@ -12,6 +12,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from dvcrepo import REPO
+from fewlabels import params
 
 PACKAGES = ("fewlabels", "stages")  # the project's own code; everything else is an installed dependency
 
@@ -97,3 +98,30 @@ def test_dropping_any_code_dep_is_caught(dvc_yaml, stage, dep):
     broken = {"stages": {name: dict(s) for name, s in stages(dvc_yaml).items()}}
     broken["stages"][stage]["deps"] = [d for d in broken["stages"][stage]["deps"] if d != dep]
     assert mismatches(broken) == {stage: {"missing": {dep}, "extra": set()}}
+
+
+def test_stages_read_and_write_the_paths_dvc_yaml_tracks():
+    """dvc.yaml's commands pass no paths (no params value may reach a shell): the stages take theirs from
+    stages._common.layout. Every file dvc.yaml tracks for a stage is a layout path the stage's code uses, or
+    inside one, and every layout path the code uses is tracked (but the git-ignored resume folder). The check
+    stage's output and params.yaml itself order and check the stages; DVC resolves dvc.yaml here."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    from stages._common import layout
+
+    with Repo(str(REPO)) as repo:
+        resolved = [(s.addressing, [d.def_path for d in [*s.deps, *s.outs] if not isinstance(d, ParamsDependency)])
+                    for s in repo.index.stages]
+    dataset = params.load(REPO / "params.yaml").dataset
+    assert [name for name, _ in resolved][:2] == ["check", "download"]
+    for address, tracked in resolved:
+        name, _, model = address.partition("@")
+        paths = layout(dataset, model)
+        code = (REPO / "stages" / f"{name}.py").read_text()
+        used = {getattr(paths, field) for field in re.findall(r"\bpaths\.(\w+)", code)} - {paths.resume}
+        ordering = {paths.checked, Path("params.yaml")}
+        for path in (Path(p) for p in tracked if not p.endswith(".py")):
+            assert path in ordering or any(path == u or u in path.parents for u in used), (address, path, used)
+        for u in used:
+            assert any(u == Path(t) or u in Path(t).parents for t in tracked), (address, u, tracked)

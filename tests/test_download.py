@@ -191,7 +191,7 @@ def test_download_stage_is_all_or_nothing(tmp_path):
     work.mkdir()
     write_params(work, {"data.sources.fashion_mnist": [mirror.as_uri()], "data.digests.fashion_mnist": digests,
                         "dataset": "fashion_mnist", "data.retries": 0})
-    result = subprocess.run([sys.executable, "-m", "stages.download", "data/raw/fashion_mnist"], cwd=work,
+    result = subprocess.run([sys.executable, "-m", "stages.download"], cwd=work,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "could not fetch t10k-labels-idx1-ubyte.gz" in result.stderr

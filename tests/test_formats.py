@@ -302,3 +302,18 @@ def test_mutated_batch_pickles_raise_only_format_error():
         except FormatError:
             outcomes["refused"] += 1
     assert outcomes["loaded"] > 100 and outcomes["refused"] > 1000  # both kinds of edit were tried
+
+
+def test_cifar_batch_repickled_by_python3_at_protocol_2_loads(tmp_path):
+    """Python 3 writes bytes at protocol 2 as _codecs.encode(text, 'latin1'): the one call it needs is
+    accepted, and only for that."""
+    batch = fakes.cifar_batch(np.random.default_rng(0), 10, b"training batch 1 of 5")
+    data = pickle.dumps(batch, protocol=2)
+    assert ("_codecs", "encode") in {tuple(arg.split(" ")) for op, arg, _ in pickletools.genops(data)
+                                     if op.name == "GLOBAL"}
+    loaded = safe_unpickle(data, "data_batch_1", max_ops=10_000)
+    assert loaded[b"labels"] == batch[b"labels"] and loaded[b"filenames"] == batch[b"filenames"]
+    np.testing.assert_array_equal(loaded[b"data"], batch[b"data"])
+    evil = pickle.dumps(batch, protocol=2).replace(b"latin1", b"utf_16")
+    with pytest.raises(FormatError, match="calls _codecs.encode other than to write bytes as latin-1 text"):
+        safe_unpickle(evil, "data_batch_1", max_ops=10_000)

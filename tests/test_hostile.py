@@ -61,7 +61,7 @@ def baseline_rss(tmp_path_factory) -> dict[str, int]:
     out = {}
     for dataset in ("fashion_mnist", "cifar10"):
         work = _workdir(tmp_path_factory.mktemp(dataset), dataset)
-        status, stderr, out[dataset] = run_stage(work, "stages.unpack", f"data/raw/{dataset}", "data/prepared")
+        status, stderr, out[dataset] = run_stage(work, "stages.unpack")
         assert status == 1 and "is missing: run `dvc repro download`" in stderr
     return out
 
@@ -109,7 +109,7 @@ def test_unpack_refuses_hostile_idx(tmp_path, baseline_rss, case):
     role, content, message = IDX_CASES[case]
     work = _workdir(tmp_path, "fashion_mnist")
     _idx_with(work / "data" / "raw" / "fashion_mnist", role, content())
-    status, stderr, peak = run_stage(work, "stages.unpack", "data/raw/fashion_mnist", "data/prepared/fashion_mnist")
+    status, stderr, peak = run_stage(work, "stages.unpack")
     assert_refused(status, stderr, f"{fakes.IDX_FILES[role]}: .*{message}")
     assert peak - baseline_rss["fashion_mnist"] < 2 * _dataset_bytes("fashion_mnist")
     assert not (work / "data" / "prepared").exists()  # no output, not even a temporary one
@@ -120,7 +120,7 @@ def test_gzip_bomb_is_refused_well_under_a_gigabyte(tmp_path):
     work = _workdir(tmp_path, "fashion_mnist")
     _idx_with(work / "data" / "raw" / "fashion_mnist", "train_images", IDX_CASES["gzip-bomb-2GB"][1]())
     assert (work / "data" / "raw" / "fashion_mnist" / IMAGES).stat().st_size < 3 << 20
-    status, stderr, peak = run_stage(work, "stages.unpack", "data/raw/fashion_mnist", "data/prepared/fashion_mnist")
+    status, stderr, peak = run_stage(work, "stages.unpack")
     assert_refused(status, stderr, "padded")
     assert peak < 256 << 20
 
@@ -131,9 +131,9 @@ def test_genuine_fashion_mnist_within_the_same_limits(tmp_path, baseline_rss):
     # differ in size from upstream's) and unpacks under the same address-space limit, within twice its size.
     work = _workdir(tmp_path, "fashion_mnist", **{"data.sources.fashion_mnist": [REAL.as_uri()]})
     (work / "data" / "raw" / "fashion_mnist").rmdir()
-    status, stderr, _ = run_stage(work, "stages.download", "data/raw/fashion_mnist")
+    status, stderr, _ = run_stage(work, "stages.download")
     assert status == 0, stderr
-    status, stderr, peak = run_stage(work, "stages.unpack", "data/raw/fashion_mnist", "data/prepared/fashion_mnist")
+    status, stderr, peak = run_stage(work, "stages.unpack")
     assert status == 0, stderr
     assert peak - baseline_rss["fashion_mnist"] < 2 * _dataset_bytes("fashion_mnist")
 
@@ -187,7 +187,7 @@ def test_unpack_refuses_hostile_cifar_batch(tmp_path, baseline_rss, case):
     work = _workdir(tmp_path, "cifar10")
     fakes.make_cifar_tar(work / "data" / "raw" / "cifar10", n_per_batch=4,
                          replace={f"{fakes.CIFAR_DIR}/data_batch_1": content()})
-    status, stderr, peak = run_stage(work, "stages.unpack", "data/raw/cifar10", "data/prepared/cifar10")
+    status, stderr, peak = run_stage(work, "stages.unpack")
     assert_refused(status, stderr, f"data_batch_1: .*{re.escape(message)}")
     assert peak - baseline_rss["cifar10"] < 2 * _dataset_bytes("cifar10")
     assert not (work / "data" / "prepared").exists()  # no output, not even a temporary one
@@ -198,7 +198,7 @@ def test_unpack_refuses_a_1GB_tar_member_before_reading_it(tmp_path, baseline_rs
     work = _workdir(tmp_path, "cifar10")
     archive = fakes.cifar_tar_bomb(work / "data" / "raw" / "cifar10" / fakes.CIFAR_ARCHIVE, "data_batch_1", 1 << 30)
     assert archive.stat().st_size < 2 << 20
-    status, stderr, peak = run_stage(work, "stages.unpack", "data/raw/cifar10", "data/prepared/cifar10")
+    status, stderr, peak = run_stage(work, "stages.unpack")
     limit = DATASETS["cifar10"].max_member_bytes
     assert_refused(status, stderr, f"refusing member 'cifar-10-batches-py/data_batch_1' of 1073741824 bytes: "
                                    f"no file in the genuine archive is over {limit}")
@@ -219,7 +219,7 @@ def test_download_stops_a_hostile_mirror_at_the_genuine_size(tmp_path, announce)
         digests = {name: "gunzip-sha256:" + "0" * 64 for name in fakes.IDX_FILES.values()}
         write_params(work, {"dataset": "fashion_mnist", "data.sources.fashion_mnist": [first, second],
                             "data.digests.fashion_mnist": digests, "data.retries": 0})
-        status, stderr, _ = run_stage(work, "stages.download", "data/raw/fashion_mnist")
+        status, stderr, _ = run_stage(work, "stages.download")
     if announce:
         said, most_sent = f"{400 << 20} bytes, more than the {cap} of a genuine file; not downloaded", 0
     else:
@@ -243,7 +243,7 @@ def test_download_after_a_kill_removes_the_killed_runs_temporary_directory(tmp_p
                 "data.retries": 0}
     with fakes.serve_raw(b"", delay=10) as stalled:  # accepts, then sends nothing: a transfer in progress
         write_params(work, {**settings, "data.sources.fashion_mnist": [stalled]})
-        proc = subprocess.Popen([sys.executable, "-m", "stages.download", "data/raw/fashion_mnist"], cwd=work,
+        proc = subprocess.Popen([sys.executable, "-m", "stages.download"], cwd=work,
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.DEVNULL)
         tmp = work / "data" / "raw" / f".fashion_mnist.{proc.pid}.tmp"
         deadline = time.monotonic() + 60
@@ -253,7 +253,7 @@ def test_download_after_a_kill_removes_the_killed_runs_temporary_directory(tmp_p
         proc.wait()
     assert tmp.is_dir()  # what the kill left
     write_params(work, {**settings, "data.sources.fashion_mnist": [mirror.as_uri()]})
-    status, stderr, _ = run_stage(work, "stages.download", "data/raw/fashion_mnist")
+    status, stderr, _ = run_stage(work, "stages.download")
     assert status == 0, stderr
     assert [p.name for p in (work / "data" / "raw").iterdir()] == ["fashion_mnist"]
 

@@ -8,6 +8,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,8 +22,7 @@ from fewlabels import prepared
 from fewlabels.splits import labeled_index, split_train_valid
 
 MODEL = "lenet"
-TRAIN_ARGS = [MODEL, "prepared", "split", "index", f"models/{MODEL}.pt", f"runs/{MODEL}.json", f"dvclive/{MODEL}",
-              "--resume", f".resume/{MODEL}"]
+TRAIN_ARGS = [MODEL]  # the stage finds its files where dvc.yaml has them (stages._common.layout)
 
 
 def stage_inputs(directory: Path, n: int = 3000) -> Path:
@@ -32,13 +32,13 @@ def stage_inputs(directory: Path, n: int = 3000) -> Path:
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8), "y_train": np.arange(n) % 10,
               "x_test": rng.integers(0, 256, (50, 1, 28, 28), dtype=np.uint8), "y_test": np.arange(50) % 10}
-    prepared.save(directory / "prepared", arrays, tuple(map(str, range(10))))
+    prepared.save(directory / "data/prepared/fashion_mnist", arrays, tuple(map(str, range(10))))
     train, valid = split_train_valid(arrays["y_train"], 0.1, 0)
     labeled, unlabeled = labeled_index(train, arrays["y_train"], 0.5, 0, [str(c) for c in range(10)])
     for sub, files in {"split": {"train": train, "valid": valid}, "index": {"labeled": labeled, "unlabeled": unlabeled}}.items():
-        (directory / sub).mkdir()
+        (directory / "data" / sub).mkdir()
         for name, array in files.items():
-            np.save(directory / sub / f"{name}.npy", array)
+            np.save(directory / "data" / sub / f"{name}.npy", array)
     return directory
 
 
@@ -138,8 +138,7 @@ def test_evaluate_refuses_a_checkpoint_that_is_not_ours(tmp_path, content):
     else:
         torch.save({"state_dict": {"w": torch.ones(100)}}, path)
         path.write_bytes(path.read_bytes()[:300])
-    result = subprocess.run([sys.executable, "-m", "stages.evaluate", MODEL, f"models/{MODEL}.pt", "prepared",
-                             "split/valid.npy", f"metrics/{MODEL}.json", f"eval/{MODEL}"], cwd=work, timeout=300,
+    result = subprocess.run([sys.executable, "-m", "stages.evaluate", MODEL], cwd=work, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
     assert result.returncode == 1, result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -151,10 +150,11 @@ def test_evaluate_refuses_a_checkpoint_that_is_not_ours(tmp_path, content):
 
 def test_ctrl_c_while_downloading_is_one_line_and_leaves_nothing(tmp_path):
     """A mirror that never answers: Ctrl-C ends the wait with one line, exit 130, and no data/raw at all."""
-    with fakes.serve_raw(b"", delay=60) as url:
-        write_params(tmp_path, {"data.sources.fashion_mnist": [url], "data.timeout_s": 60})
-        proc = start(tmp_path, sys.executable, "-m", "stages.download", "data/raw/fashion_mnist")
-        time.sleep(3)  # imports done, the request sent and waiting
+    received = threading.Event()
+    with fakes.serve_raw(b"", delay=600, received=received) as url:
+        write_params(tmp_path, {"data.sources.fashion_mnist": [url], "data.timeout_s": 600})
+        proc = start(tmp_path, sys.executable, "-m", "stages.download")
+        assert received.wait(timeout=300), proc.communicate()  # the request is sent: the stage is waiting
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and stderr.strip() == "interrupted: nothing written", stderr

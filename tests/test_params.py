@@ -103,6 +103,11 @@ def test_dvc_style_exponent_floats_validate(raw, tmp_path):
     ("labeled_frac=1.5", "labeled_frac must be less than or equal to 1, got 1.5"),
     ("split.valid_frac=1.0", "split.valid_frac must be less than 1, got 1.0"),
     ("data.timeout_s=0", "data.timeout_s must be greater than 0, got 0"),
+    ("data.timeout_s=1e10", "data.timeout_s must be less than or equal to 3600, got 10000000000.0"),
+    ("seed=false", "seed must be an integer, got False"),
+    ("labeled_fraction=0.1", "unknown key labeled_fraction; did you mean labeled_frac?"),
+    ("split.valid_fraction=0.2", "unknown key split.valid_fraction; did you mean split.valid_frac?"),
+    ("seed\u200b=0", "unknown key 'seed\\u200b'; did you mean seed?"),
     ("data.retries=-1", "data.retries must be greater than or equal to 0, got -1"),
     ("ssl.unlabeled_ratio=0", "ssl.unlabeled_ratio must be greater than 0, got 0"),
     # choices
@@ -117,10 +122,12 @@ def test_dvc_style_exponent_floats_validate(raw, tmp_path):
     ("ssl.dist_align=true", "ssl.dist_align works with ssl.method fixmatch or flexmatch, not skip: "
                             "set ssl.dist_align to false"),
     ("train.nesterov=true", "train.nesterov needs train.optimizer sgd and train.momentum above 0"),
+    (("train.scheduler=step", "train.epochs=3"), "train.step_milestones [5, 8] are not before the last of "
+                                                 "train.epochs (3), so they would never apply"),
 ])
 def test_bad_setting_is_one_line_naming_the_key(raw, setting, message):
     with pytest.raises(ParamError) as err:
-        check(raw, setting)
+        check(raw, *(setting if isinstance(setting, tuple) else (setting,)))
     assert str(err.value).startswith(f"params.yaml: {message}"), str(err.value)
     assert "\n" not in str(err.value)
 
@@ -174,10 +181,7 @@ def run_stage(cwd: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
 
 
-STAGE_ARGS = {"download": ["data/raw/x"], "index": ["data/prepared/x", "data/split/train.npy", "data/index"]}
-
-
-@pytest.mark.parametrize("stage", STAGE_ARGS)
+@pytest.mark.parametrize("stage", ["check", "download", "index"])
 @pytest.mark.parametrize("params_text, message", [
     (None, "error: params.yaml: labeled_frac must be less than or equal to 1, got 1.5"),
     ("seed: 0\ntrain: [unclosed\n", "error: params.yaml line 3: "),
@@ -189,13 +193,37 @@ def test_stage_with_bad_params_exits_with_one_line_and_writes_nothing(tmp_path, 
             "labeled_frac: 1.0", "labeled_frac: 1.5"))
     else:
         (tmp_path / "params.yaml").write_text(params_text)
-    result = run_stage(tmp_path, stage, *STAGE_ARGS[stage])
+    result = run_stage(tmp_path, stage)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(message), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no data/ at all
 
 
 def test_stage_without_params_yaml_says_where_to_run(tmp_path):
-    result = run_stage(tmp_path, "index", *STAGE_ARGS["index"])
+    result = run_stage(tmp_path, "index")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: params.yaml not found: run from the project's root, where params.yaml is"
+
+
+def _check(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fewlabels.params", "--check", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """463 bytes that expand to 9**9 strings (gigabytes) once composed: refused at the first alias."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
+    result = _check(tmp_path / "params.yaml")
+    assert result.returncode == 1
+    assert result.stderr == (f"error: {tmp_path / 'params.yaml'} line 2: YAML aliases (*name) are not accepted in "
+                             "params.yaml: write the value out\n")
+
+
+def test_a_huge_params_file_is_refused_unread(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 0\n" + "#" * (2 << 20) + "\n")
+    result = _check(tmp_path / "params.yaml")
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'params.yaml'}: larger than 1 MiB; it holds settings only\n"

@@ -18,7 +18,7 @@ from fewlabels.splits import labeled_index, split_train_valid
 pytestmark = pytest.mark.slow
 
 REAL = Path("/usr/share/datasets/fashion-mnist")
-DATA_STAGES = ["download", "unpack", "split", "index"]
+DATA_STAGES = ["check", "download", "unpack", "split", "index"]
 
 
 @pytest.fixture
@@ -70,8 +70,9 @@ def test_data_stages_under_dvc(project):
     train_bytes = (repo / "data/split/train.npy").read_bytes()
     commit(repo, "data stages")  # dvc exp run needs a commit to start from
     exp = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.5", "index")
-    # labeled_frac is a param of index only: the upstream stages are skipped, not rerun.
-    assert stages_run(exp) == ["index"]
+    # labeled_frac is a param of index only: the upstream stages are skipped, not rerun (check reruns on
+    # every edit of params.yaml, and its output is the same).
+    assert stages_run(exp) == ["check", "index"]
     assert sorted(stages_skipped(exp)) == ["download", "split", "unpack"]
     assert (repo / "data/split/train.npy").read_bytes() == train_bytes
     _check_outputs(repo, arrays, labeled_frac=0.5)
@@ -79,7 +80,7 @@ def test_data_stages_under_dvc(project):
 
     # DVC writes -S values as YAML 1.2 (0.00001 becomes 1e-05); the stages read them the same way.
     exp = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.75", "-S", "train.weight_decay=0.00001", "index")
-    assert stages_run(exp) == ["index"] and "weight_decay: 1e-05" in (repo / "params.yaml").read_text()
+    assert stages_run(exp) == ["check", "index"] and "weight_decay: 1e-05" in (repo / "params.yaml").read_text()
     _check_outputs(repo, arrays, labeled_frac=0.75)
     failed = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.00005", "index", ok=False)
     assert "error: labeled_frac=5e-05 leaves no label for class(es)" in failed and "Traceback" not in failed

@@ -100,7 +100,7 @@ def test_train_evaluate_report_under_dvc(tmp_path):
 
     # 1. From scratch every stage runs, data stages first.
     first = run(repo, "dvc", "repro")
-    assert stages_run(first) == DATA_STAGES + AFTER_INDEX
+    assert stages_run(first) == ["check", *DATA_STAGES, *AFTER_INDEX]
     check_results(repo, labeled_frac=1.0)
     assert json.loads((repo / "runs" / f"{MODELS[0]}.json").read_text())["n_unlabeled"] == 0
 
@@ -135,8 +135,8 @@ def test_train_evaluate_report_under_dvc(tmp_path):
     # 3. An experiment on labeled_frac reruns index and everything after it, and nothing before.
     baseline = {m: metrics(repo, m) for m in MODELS}
     exp = run(repo, "dvc", "exp", "run", "-S", "labeled_frac=0.1")
-    assert sorted(stages_run(exp)) == sorted(AFTER_INDEX)
-    assert stages_run(exp)[0] == "index" and stages_run(exp)[-1] == "report"
+    assert sorted(stages_run(exp)) == sorted(["check", *AFTER_INDEX])  # check: every params.yaml edit
+    assert stages_run(exp)[:2] == ["check", "index"] and stages_run(exp)[-1] == "report"
     assert sorted(stages_skipped(exp)) == sorted(DATA_STAGES)
     [exp_name] = re.findall(r"Ran experiment\(s\): (\S+)", exp)
     check_results(repo, labeled_frac=0.1)  # the experiment's results are applied to the workspace

@@ -18,7 +18,7 @@ def test_report_rows_hold_each_models_values(tmp_path):
             "valid": {"accuracy": valid_acc, "loss": 0.2, "macro_f1": 0.9}}}))
         (tmp_path / "runs" / f"{model}.json").write_text(json.dumps({
             "n_parameters": 1199882 if model == "cnn" else 214334, "best_epoch": 7, "train_seconds": 48.26}))
-    result = subprocess.run([sys.executable, "-m", "stages.report", "metrics", "runs", "reports/summary.md"],
+    result = subprocess.run([sys.executable, "-m", "stages.report"],
                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr

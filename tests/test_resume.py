@@ -52,7 +52,7 @@ def train(tmp_path, recipe, resume=None, stop_after=None):
     def save_state(state):
         path = tmp_path / f"state{len(states)}.pt"
         checkpoint.save(path, state)
-        states.append(checkpoint.load(path, "a state", "", map_location="cpu"))
+        states.append(checkpoint.load(path, "a state", "", map_location="cpu", max_bytes=1 << 30))
         if stop_after is not None and len(states) == stop_after:
             raise KeyboardInterrupt
 
@@ -69,7 +69,8 @@ def test_resumed_run_ends_bit_identical(tmp_path, recipe, killed_after):
     whole, _ = train(tmp_path / "whole", recipe)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "killed", recipe, stop_after=killed_after)
-    saved = checkpoint.load(tmp_path / "killed" / f"state{killed_after - 1}.pt", "a state", "", map_location="cpu")
+    saved = checkpoint.load(tmp_path / "killed" / f"state{killed_after - 1}.pt", "a state", "", map_location="cpu",
+                             max_bytes=1 << 30)
     resumed, _ = train(tmp_path / "resumed", recipe, resume=saved)
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["epochs_run"] == whole["epochs_run"]
     for key, tensor in whole["state_dict"].items():
@@ -97,13 +98,13 @@ def test_resume_store_keys_runs_and_refuses_foreign_files(tmp_path):
     assert a != checkpoint.run_key(model="cnn", train={"lr": 0.002}, data="d", code=[("x.py", "1")])
     assert a != checkpoint.run_key(model="cnn", train={"lr": 0.001}, data="d", code=[("x.py", "2")])
     store = checkpoint.ResumeStore(tmp_path / "resume", a)
-    assert store.load("cpu") is None
+    assert store.load("cpu", 1 << 20) is None
     store.save({"counters": {"epoch": 2}, "w": torch.ones(2)})
-    assert store.saved_epoch == 2 and store.load("cpu")["counters"] == {"epoch": 2}
+    assert store.saved_epoch == 2 and store.load("cpu", 1 << 20)["counters"] == {"epoch": 2}
     store.path.write_bytes(b"PK\x03\x04 not a torch file")
     with pytest.raises(DataError, match=r"resume/.*\.pt is not a resume state written by the train stage .*; "
                                          r"delete it to start the run over: rm -r .*resume"):
-        store.load("cpu")
+        store.load("cpu", 1 << 20)
     store.clear()
     assert not (tmp_path / "resume").exists()
 

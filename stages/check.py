@@ -1,0 +1,23 @@
+"""Stage check: params.yaml against its schema (fewlabels/params.py), before any other stage runs.
+
+DVC reruns a stage only when a param it tracks changes, so without this stage a typo'd key
+(`labeled_fraction`), a setting no stage tracks or a value DVC deems unchanged (`-S train.amp=1`: 1 == True)
+would pass as "up to date". This stage depends on params.yaml itself and every other stage follows it, so
+`dvc repro` and `dvc exp run` check every edit first and stop at a bad one. Its output never changes, so a
+valid edit reruns only the stages whose params it touches.
+"""
+from fewlabels.atomic import write_text
+from stages._common import layout, load_params, run
+
+CHECKED = "params.yaml matches the schema in fewlabels/params.py\n"  # the same bytes every time
+
+
+def main() -> None:
+    p = load_params()
+    paths = layout(p.dataset)
+    write_text(paths.checked, CHECKED)
+    print("params.yaml: ok")
+
+
+if __name__ == "__main__":
+    run(main)
