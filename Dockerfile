@@ -16,9 +16,11 @@ FROM ${BASE_IMAGE}
 # dataset-fashion-mnist: Fashion-MNIST under /usr/share/datasets/fashion-mnist, the first mirror in
 # params.yaml, so the default pipeline runs offline. Its version is pinned (it never changes in bookworm);
 # git is left to bookworm's current security release (see .hadolint.yaml, DL3008).
+# tini: PID 1 (see ENTRYPOINT), so a stop signal reaches dvc and its stage.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         git \
+        tini \
         dataset-fashion-mnist=0.0~git20200523.55506a9-1 \
     && rm -rf /var/lib/apt/lists/*
 
@@ -90,5 +92,11 @@ ENV HOME=/home/fewlabels \
 
 USER ${UID}:${GID}
 WORKDIR /workspace
-ENTRYPOINT ["dvc"]
+# `docker stop` (or Ctrl-C) sends SIGINT, what dvc and the stages handle as Ctrl-C: the stage prints
+# `interrupted: ...` and keeps nothing partial, and dvc releases its lock (.dvc/tmp/rwlock). tini is PID 1,
+# which the kernel would shield from signals it does not handle, and with -g passes the signal to dvc's whole
+# process group, as a terminal does. With dvc as PID 1, docker stop ended in SIGKILL after 10 s and left
+# the lock held, blocking every later container.
+STOPSIGNAL SIGINT
+ENTRYPOINT ["tini", "-g", "--", "dvc"]
 CMD ["repro"]

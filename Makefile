@@ -8,12 +8,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup fashion-mnist label-curve bench lock lock-cpu image-test
+.PHONY: run test test-quick setup fashion-mnist label-curve bench lock lock-cpu image-test
 run: $(STAMP) fashion-mnist
 	dvc repro
 
 test: $(STAMP) fashion-mnist
 	pytest -q
+
+# The edit-test loop: everything but the end-to-end runs of dvc, training and the container (marked slow).
+test-quick: $(STAMP) fashion-mnist
+	pytest -q -m "not slow"
 
 setup: $(STAMP)
 

@@ -137,6 +137,14 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def git_rev() -> str:
+    """The commit the code ran from, '+dirty' when the checkout differs from it: what leads a result back to its code."""
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True).stdout.strip()
+    return (rev or "unknown") + ("+dirty" if dirty else "")
+
+
 def environment(device: torch.device) -> dict:
     """Where and when a run started, the load then, and the command; call it before measuring."""
     global _START
@@ -150,6 +158,7 @@ def environment(device: torch.device) -> dict:
     return {
         "command": shlex.join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_rev": git_rev(),
         "load_average_at_start": load_average(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

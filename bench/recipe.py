@@ -1,6 +1,6 @@
 """Train one recipe on the real data outside DVC and print its test accuracy: for exploring recipes fast.
 
-    python bench/recipe.py --raw /usr/share/datasets/fashion-mnist --frac 0.1 --model bn_cnn \
+    python bench/recipe.py --frac 0.1 --model bn_cnn \
         train.epochs=30 train.augment=flip_crop ssl.method=fixmatch ssl.unlabeled_ratio=3
 
 Settings default to params.yaml; `section.key=value` overrides them (as `dvc exp run -S`: fewlabels.params.override).
@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from fewlabels.data import fit_inputs
-from fewlabels.datasets import DATASETS
-from fewlabels.engine import fit, loss_and_accuracy, predict_trained, resolve_device
+from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
+from fewlabels.engine import fit
+from fewlabels.inference import loss_and_accuracy, predict_trained, resolve_device
 from fewlabels.formats import load_idx_dataset
 from fewlabels.models import build_model
 from fewlabels import params as schema
@@ -23,7 +24,7 @@ from fewlabels.splits import labeled_index, split_train_valid
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--raw", type=Path, default=Path(DEBIAN_FASHION_MNIST))
     parser.add_argument("--frac", type=float, default=1.0, help="labeled_frac")
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--seed", type=int, help="seed (default: params.yaml's)")

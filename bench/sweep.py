@@ -12,7 +12,7 @@ import sys
 
 from bench.common import environment, fashion_mnist, save, train_recipe
 from bench.time_to_accuracy import TARGET, project_contender
-from fewlabels.engine import resolve_device
+from fewlabels.inference import resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.models import MODELS
 from fewlabels.params import parse_value, split_override

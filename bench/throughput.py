@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 from bench import notebook
 from bench.common import environment, fashion_mnist, save, train_recipe
 from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure
-from fewlabels.engine import Normalize, channel_stats, fit, resolve_device
+from fewlabels.engine import fit
+from fewlabels.inference import Normalize, channel_stats, resolve_device
 from fewlabels.models import build_model
 
 TARGET_RATIO = 1.7  # issue #5: project / notebook training images/s at batch 64 on CPU

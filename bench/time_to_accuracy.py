@@ -22,7 +22,8 @@ from ruamel.yaml import YAML
 from bench import notebook
 from bench.common import environment, fashion_mnist, params, pipeline_split, save, train_recipe
 from fewlabels.data import mask_labels
-from fewlabels.engine import Normalize, channel_stats, fit, predict, resolve_device
+from fewlabels.engine import fit
+from fewlabels.inference import Normalize, channel_stats, predict, resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.models import MODELS, build_model, count_parameters
 from fewlabels.params import parse_value, split_override

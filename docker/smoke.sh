@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The container, built and run for real (`make image-test`; CI runs it, and so can any host with docker or podman):
-#   1. picks the engine: docker where a daemon answers, else podman (apt-installed when missing and root);
+#   1. picks the engine: docker where a daemon answers and it builds with BuildKit (the Dockerfile's
+#      RUN --mount and --secret need it), else podman (apt-installed when missing and root);
 #   2. builds the image from this checkout's Dockerfile as your uid/gid (root included); where the default base
 #      image cannot be pulled (no registry), on a stand-in base built here (docker/standin-base.sh);
 #   3. in a throwaway clone of HEAD mounted at /workspace, as your uid:gid and with no network:
@@ -9,7 +10,9 @@
 #   4. checks the epoch line's device (cuda where the host has an NVIDIA GPU, which is then also checked with
 #      nvidia-smi in the container, else cpu), metrics/bn_small.json, and that the data stages' outputs hash as
 #      in the committed dvc.lock (host and container agree);
-#   5. `dvc plots show` in the container, whose page must need no network (plots/offline_page.html).
+#   5. `dvc plots show` in the container, whose page must need no network (plots/offline_page.html);
+#   6. stops a running experiment container (`$ENGINE stop`, the image's STOPSIGNAL): the stage says
+#      `interrupted:`, the container exits in time, and the next container is not blocked by DVC's lock.
 # Usage: docker/smoke.sh
 #   IMAGE=fewlabels:test  ENGINE=docker|podman  BASE_IMAGE=<image> (skips the pull)  KEEP=1 (keep the clone)
 #   PIP_CERT=<CA bundle> (default /etc/ssl/certs/ca-certificates.crt, passed as a build secret when it exists)
@@ -39,9 +42,16 @@ apt_install() {  # apt_install COMMAND PACKAGE...: install PACKAGEs unless COMMA
 }
 
 # --- the engine ---------------------------------------------------------------------------------------------
+export DOCKER_BUILDKIT=1  # docker's legacy builder knows neither RUN --mount nor --secret
+docker_builds() {  # a daemon answers, and its client builds with BuildKit (buildx, or a daemon >= 18.09)
+    docker info >/dev/null 2>&1 && docker build --help 2>/dev/null | grep -q -- '--secret'
+}
 if [[ -n "${ENGINE:-}" ]]; then
     engine="$ENGINE"
-elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    if [[ "$engine" == docker ]] && ! docker_builds; then
+        fail "ENGINE=docker: no daemon answers, or this docker cannot build with BuildKit (install docker-buildx)"
+    fi
+elif command -v docker >/dev/null && docker_builds; then
     engine=docker
 else
     # runc, not crun (Debian's default for podman): crun fails on hosts with hybrid cgroups.
@@ -155,4 +165,25 @@ page="$WORK/repo/dvc_plots/index.html"
 grep -q "vegaEmbed('#dvclive_bn_small" "$page" || fail "no training curves of bn_small in $page"
 ! grep -q '<script[^>]*src=' "$page" || fail "$page loads a script from the network"
 
-step "image test passed: $IMAGE builds, runs offline as uid $uid and trains on $device"
+step "docker stop of a running experiment: one line from the stage, then the next container runs"
+name="fewlabels-smoke-stop-$$"
+"$engine" run -d --name "$name" "${run[@]:3}" "$IMAGE" exp run -S seed=1 -S train.epochs=20 -S 'models=[bn_small]' \
+    -S labeled_frac=0.1 >/dev/null
+for _ in $(seq 600); do  # until the train stage has started (its first line), at most 10 minutes
+    if "$engine" logs "$name" 2>&1 | grep -q 'bn_small: .* parameters;'; then break; fi
+    [[ "$("$engine" inspect --format '{{.State.Running}}' "$name")" == true ]] || break
+    sleep 1
+done
+start=$SECONDS
+"$engine" stop -t 60 "$name" >/dev/null
+stopped_in=$((SECONDS - start))
+stop_log="$("$engine" logs "$name" 2>&1)"
+"$engine" rm "$name" >/dev/null
+echo "$stop_log" | grep -E '^(interrupted|ERROR)' || true
+echo "$stop_log" | grep -q '^interrupted: ' || fail "the stage did not report the interruption:
+$stop_log"
+((stopped_in < 60)) || fail "the container ignored the stop signal for ${stopped_in} s (killed at the timeout)"
+"${run[@]}" "$IMAGE" repro index || fail "the next container could not run dvc after a stopped one"
+echo "stopped in ${stopped_in} s; the next container ran"
+
+step "image test passed: $IMAGE builds, runs offline as uid $uid, trains on $device and stops cleanly"

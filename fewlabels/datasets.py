@@ -11,6 +11,7 @@ CIFAR_BATCH_IMAGES = 10_000  # images per batch file (data_batch_1..5, test_batc
 # (about 32 in the real batches; 256 leaves room for a re-pickled copy).
 CIFAR_PICKLE_BYTES_PER_IMAGE = 256
 CIFAR_ARCHIVE_EXTRA_BYTES = 1 << 20  # batches.meta, readme.html and the tar headers: a few KiB in the real archive
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist puts the gz files here
 
 
 def gzip_bound(n: int) -> int:

@@ -21,68 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from fewlabels import augment, checkpoint, distributed, pseudolabels
 from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure, rank_seed
 from fewlabels.distributed import Dist
-from fewlabels.errors import DeviceError, ParamError
+from fewlabels.errors import ParamError
+from fewlabels.inference import Normalize, autocast, channel_stats, loss_and_accuracy, predict, resolve_device
 from fewlabels.params import SSLConfig, TrainConfig
-
-EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so larger is fine
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when a GPU is visible; 'cuda' without one is an error, not a silent CPU run.
-    On CUDA the process claims a GPU of its own (distributed.claim_gpu) and makes it the current one."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise DeviceError("train.device is 'cuda' but torch sees no CUDA GPU; set train.device to auto or cpu")
-    device = torch.device("cuda", distributed.claim_gpu(torch.cuda.device_count()))
-    torch.cuda.set_device(device)
-    return device
-
-
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images [N, C, H, W] on the [0, 1] scale (labels not used)."""
-    x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
-    return x.mean(1).tolist(), x.std(1).tolist()
-
-
-class Normalize(torch.nn.Module):
-    """uint8 images -> float, scaled to [0, 1], then standardised per channel."""
-
-    def __init__(self, mean: list[float], std: list[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255)
-
-    def forward(self, x):
-        return (x.float() - self.mean) / self.std
-
-
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
-
-
-@torch.no_grad()
-def predict(model, normalize, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
-    """Float32 logits for uint8 images, in eval mode, EVAL_BATCH at a time."""
-    model.eval()
-    out = []
-    for chunk in images.split(EVAL_BATCH):
-        with _autocast(device, amp):
-            out.append(model(normalize(chunk.to(device, non_blocking=True))).float())
-    return torch.cat(out)
-
-
-def predict_trained(model, trained: dict, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
-    """Logits of `model` with trained weights and the normalisation they were trained with: `trained` is
-    fit()'s result or the train stage's record (both hold state_dict, mean and std)."""
-    model.load_state_dict(trained["state_dict"])
-    normalize = Normalize(trained["mean"], trained["std"]).to(device)
-    return predict(model.to(device), normalize, images, device, amp)
-
-
-def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
-
 
 OPTIMIZERS = {  # train.optimizer -> the optimizer for a model's parameters
     "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
@@ -336,13 +277,13 @@ def _train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, floa
         if not batch.labeled:
             if unlabeled_weight == 0:
                 continue
-            with _autocast(device, cfg.amp):
+            with autocast(device, cfg.amp):
                 loss = unlabeled_loss(net, loop.prep(batch.x), ssl, loop.views, teacher, state.pseudo, batch.index)
             if loss is not None:
                 (unlabeled_weight * loss).backward()
                 pending = True
             continue
-        with _autocast(device, cfg.amp):
+        with autocast(device, cfg.amp):
             logits = net(loop.views.weak(loop.prep(batch.x)))
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
         loss.backward()

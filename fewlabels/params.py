@@ -22,7 +22,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import AliasEvent
 
-from fewlabels.datasets import DATASETS
+from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
 from fewlabels.errors import ParamError
 
 # The names of the registries these settings pick from. The registries live beside the code that runs them
@@ -54,7 +54,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     sources: dict[Dataset, list[MirrorURL]] = Field(
         {
-            "fashion_mnist": ["file:///usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
+            "fashion_mnist": [f"file://{DEBIAN_FASHION_MNIST}",
                               "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"],
             "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist", "http://yann.lecun.com/exdb/mnist"],
             "cifar10": ["https://www.cs.toronto.edu/~kriz"],

@@ -16,7 +16,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from fewlabels import checkpoint, prepared
 from fewlabels.atomic import atomic_path, write_json
-from fewlabels.engine import predict_trained, resolve_device
+from fewlabels.inference import predict_trained, resolve_device
 from fewlabels.metrics import classification_metrics, scores
 from fewlabels.models import build_model
 from stages._common import layout, load_params, run, stage_model

@@ -24,7 +24,8 @@ from fewlabels import checkpoint, distributed, prepared
 from fewlabels.atomic import write_json
 from fewlabels.data import fit_inputs
 from fewlabels.distributed import Dist
-from fewlabels.engine import fit, resolve_device
+from fewlabels.engine import fit
+from fewlabels.inference import resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.models import build_model, count_parameters
 from stages._common import layout, load_params, run, stage_model

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from fewlabels import engine
+from fewlabels import engine, inference
 from fewlabels.data import collate_pure, mask_labels
 from fewlabels.distributed import Dist
 from fewlabels.models import build_model
@@ -63,8 +63,8 @@ def main() -> None:
     result = engine.fit(model, x, mask_labels(y, labeled), labeled, unlabeled, vx, vy, cfg, 0, ssl, dist=dist)
     record.update(labeled=labeled.tolist(), unlabeled=unlabeled.tolist(), history=result["history"])
     if dist.main:  # the same weights in one plain process: the validation numbers must equal rank 0's
-        logits = engine.predict_trained(build_model("bn_small", 1, 28, 10), result, vx, torch.device("cpu"), amp=False)
-        record["single_process_valid"] = list(engine.loss_and_accuracy(logits, vy))
+        logits = inference.predict_trained(build_model("bn_small", 1, 28, 10), result, vx, torch.device("cpu"), amp=False)
+        record["single_process_valid"] = list(inference.loss_and_accuracy(logits, vy))
     (out / f"rank{dist.rank}.json").write_text(json.dumps(record))
 
 

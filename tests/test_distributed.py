@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import fakes
-from dvcrepo import REPO, child_env, commit, copy_pipeline, init, run, write_params
+from dvcrepo import REPO, commit, copy_pipeline, init, run, write_params
 from fewlabels import distributed
 from fewlabels.params import DistConfig
 from test_interrupt import MODEL, TRAIN_ARGS, stage_inputs

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from fewlabels import engine
-from fewlabels.engine import Normalize, fit, predict, predict_trained, resolve_device
+from fewlabels.engine import fit
+from fewlabels.inference import Normalize, predict, predict_trained, resolve_device
 from fewlabels.errors import DeviceError
 from fewlabels.params import TrainConfig
 from fewlabels.models import build_model

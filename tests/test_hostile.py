@@ -22,14 +22,14 @@ import pytest
 import fakes
 from dvcrepo import write_params
 from fewlabels import atomic
-from fewlabels.datasets import DATASETS
+from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
 
 REPO = Path(__file__).resolve().parent.parent
 LIMITED = Path(__file__).with_name("limited.py")  # runs a stage under the limits, reports its own peak RSS
 AS_LIMIT = 1 << 30  # bytes of address space per stage: a genuine Fashion-MNIST unpack needs 250 MB of it
 CPU_LIMIT_S = 60  # a stage that regresses to reading gigabytes is stopped rather than left running
 IMAGES = fakes.IDX_FILES["train_images"]
-REAL = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+REAL = Path(DEBIAN_FASHION_MNIST)
 
 
 def run_stage(work: Path, *args: str) -> tuple[int, str, int]:

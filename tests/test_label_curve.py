@@ -60,7 +60,6 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     assert markdown_table(summary).splitlines()[2] == "| 0.1 | 0.9000 ± 0.0000 (1) | 0.8200 ± 0.0200 (3) |"
 
 
-@pytest.mark.slow
 def test_queue_tasks_reads_each_rows_status():
     # As DVC 3 prints it: the status is the last word of each row, with no trailing space.
     status = """Task     Name        Created    Status
@@ -100,6 +99,7 @@ def test_a_bad_shard_is_refused(text):
         label_curve.shard_arg(text)
 
 
+@pytest.mark.slow
 def test_two_hosts_share_the_grid_through_git_and_dvc_remotes(tmp_path):
     """Two clones stand in for two hosts: a bare repository is the shared Git remote, a directory the DVC
     remote. Each runs its shard and pushes; the curve drawn in the second holds the first one's runs too."""
@@ -125,6 +125,7 @@ def test_two_hosts_share_the_grid_through_git_and_dvc_remotes(tmp_path):
     assert all(r["device"] == "cpu" and float(r["train_seconds"]) >= 0 for r in rows)  # read from the DVC remote
 
 
+@pytest.mark.slow
 def test_label_curve_command_queues_runs_and_draws(tmp_path):
     repo = make_project(tmp_path)
     (repo / "bench").mkdir()
@@ -157,6 +158,7 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
         [(r["method"], r["labeled_frac"], r["seed"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_label_curve_refuses_uncommitted_params(tmp_path):
     """Every queued cell would inherit a leftover edit (e.g. the last `dvc exp run -S`'s params) unseen."""
     repo = make_project(tmp_path)

@@ -10,14 +10,14 @@ import fakes
 from dvcrepo import REPO, commit, copy_pipeline, init, run, stages_run, stages_skipped, write_params
 from fewlabels import params as schema
 from fewlabels import prepared
-from fewlabels.datasets import DATASETS
+from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
 from fewlabels.download import file_digest
 from fewlabels.formats import load_idx_dataset
 from fewlabels.splits import labeled_index, split_train_valid
 
 pytestmark = pytest.mark.slow
 
-REAL = Path("/usr/share/datasets/fashion-mnist")
+REAL = Path(DEBIAN_FASHION_MNIST)
 DATA_STAGES = ["check", "download", "unpack", "split", "index"]
 
 

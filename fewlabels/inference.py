@@ -1,0 +1,69 @@
+"""Inference: the device, the normalisation a model was trained with, and logits for uint8 images.
+
+What the evaluate stage needs of a trained model, apart from the training engine (fewlabels/engine.py), so
+that editing how models train (an objective, the sampler) does not make every evaluate stage stale.
+"""
+import torch
+import torch.nn.functional as F
+
+from fewlabels import distributed
+from fewlabels.errors import DeviceError
+
+EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so larger is fine
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when a GPU is visible; 'cuda' without one is an error, not a silent CPU run.
+    On CUDA the process claims a GPU of its own (distributed.claim_gpu) and makes it the current one."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError("train.device is 'cuda' but torch sees no CUDA GPU; set train.device to auto or cpu")
+    device = torch.device("cuda", distributed.claim_gpu(torch.cuda.device_count()))
+    torch.cuda.set_device(device)
+    return device
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] on the [0, 1] scale (labels not used)."""
+    x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    return x.mean(1).tolist(), x.std(1).tolist()
+
+
+class Normalize(torch.nn.Module):
+    """uint8 images -> float, scaled to [0, 1], then standardised per channel."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255)
+
+    def forward(self, x):
+        return (x.float() - self.mean) / self.std
+
+
+def autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def predict(model, normalize, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
+    """Float32 logits for uint8 images, in eval mode, EVAL_BATCH at a time."""
+    model.eval()
+    out = []
+    for chunk in images.split(EVAL_BATCH):
+        with autocast(device, amp):
+            out.append(model(normalize(chunk.to(device, non_blocking=True))).float())
+    return torch.cat(out)
+
+
+def predict_trained(model, trained: dict, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
+    """Logits of `model` with trained weights and the normalisation they were trained with: `trained` is
+    fit()'s result or the train stage's record (both hold state_dict, mean and std)."""
+    model.load_state_dict(trained["state_dict"])
+    normalize = Normalize(trained["mean"], trained["std"]).to(device)
+    return predict(model.to(device), normalize, images, device, amp)
+
+
+def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
