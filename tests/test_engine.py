@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fewlabels import engine
+from fewlabels import engine, inference
 from fewlabels.engine import fit
 from fewlabels.inference import Normalize, predict, predict_trained, resolve_device
 from fewlabels.errors import DeviceError
@@ -242,7 +242,7 @@ def test_predict_shape_and_determinism(monkeypatch):
     assert first.shape == (30, 10) and first.dtype == torch.float32
     assert not model.training
     assert torch.equal(first, predict(model, normalize, x, cpu, amp=True))
-    monkeypatch.setattr(engine, "EVAL_BATCH", 7)  # chunked: 5 forward passes, same logits in the same order
+    monkeypatch.setattr(inference, "EVAL_BATCH", 7)  # chunked: 5 forward passes, same logits in the same order
     assert torch.allclose(first, predict(model, normalize, x, cpu, amp=True), atol=1e-6)
 
 
