@@ -34,7 +34,7 @@ def _dead(pid: int) -> bool:
     return False
 
 
-def _remove_stale(path: Path) -> None:
+def remove_stale(path: Path) -> None:
     """Delete the temporary siblings of `path` that killed runs left. A running process's sibling is its
     write in progress and is kept."""
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
@@ -52,7 +52,7 @@ def atomic_path(path: str | Path, directory: bool = False):
     """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path)
+    remove_stale(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"  # hidden sibling, unique per process
     if directory:
         tmp.mkdir()

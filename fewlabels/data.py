@@ -62,6 +62,30 @@ def _chunks(indices: torch.Tensor, size: int, smallest: int) -> list[torch.Tenso
     return chunks
 
 
+def smallest_batch(size: int, world_size: int) -> int:
+    """The smallest last batch kept on its own: 2 per rank (1 when one-image batches were asked for)."""
+    return 2 * world_size if size > 1 else 1
+
+
+def one_pass_batches(n: int, size: int, world_size: int = 1) -> int:
+    """Batches in one pass over `n` images (_chunks: a last batch under smallest_batch is folded in)."""
+    smallest = smallest_batch(size, world_size)
+    full, rest = divmod(n, size)
+    return full + (rest > 0) - (0 < rest < smallest and full > 0)
+
+
+def _draw(indices: torch.Tensor, size: int, smallest: int, n_batches: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """`n_batches` batches of `indices`: from one shuffled pass when it has that many (the first of them), else
+    from as many shuffled passes as needed, one after another, cut into full batches of `size`."""
+    first = indices[torch.randperm(len(indices), generator=gen)]
+    one_pass = _chunks(first, size, smallest)
+    if n_batches <= len(one_pass):
+        return one_pass[:n_batches]
+    passes = [first] + [indices[torch.randperm(len(indices), generator=gen)]
+                        for _ in range(math.ceil(n_batches * size / len(indices)) - 1)]
+    return list(torch.cat(passes).split(size)[:n_batches])
+
+
 class PureBatchSampler(Sampler[IndexBatch]):
     """Yields IndexBatch(indices, labeled): each batch all labeled or all unlabeled.
 
@@ -75,6 +99,11 @@ class PureBatchSampler(Sampler[IndexBatch]):
     batches of an epoch at that many per labeled batch (a fresh random subset each epoch);
     None keeps them all. Indices are moved to `device` once per epoch.
 
+    A step budget: `labeled_batches` sets the labeled batches (optimizer steps) of an epoch whatever the
+    labeled set's size. Fewer than one pass gives: the first of one shuffled pass; more: consecutive shuffled
+    passes cut into full batches, so each labeled image is seen as often as any other, to within one. The
+    unlabeled batches then number `unlabeled_per_labeled` per labeled batch, drawn the same way.
+
     Distributed training (`world_size` processes in lockstep, this one `rank`): batch_size is the global
     batch, what one optimizer step sees. Every rank draws the same global batches (same seed), so at every
     step all ranks hold the same kind of batch, and each takes its share of it, rank::world_size: the
@@ -86,7 +115,8 @@ class PureBatchSampler(Sampler[IndexBatch]):
 
     def __init__(self, labeled, unlabeled, batch_size: int, seed: int,
                  unlabeled_batch_size: int | None = None, device: str | torch.device = "cpu",
-                 unlabeled_per_labeled: float | None = None, rank: int = 0, world_size: int = 1):
+                 unlabeled_per_labeled: float | None = None, rank: int = 0, world_size: int = 1,
+                 labeled_batches: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.labeled = torch.as_tensor(np.asarray(labeled), dtype=torch.int64)
@@ -94,6 +124,7 @@ class PureBatchSampler(Sampler[IndexBatch]):
         self.batch_size = batch_size
         self.unlabeled_batch_size = unlabeled_batch_size or batch_size
         self.unlabeled_per_labeled = unlabeled_per_labeled
+        self.labeled_batches = labeled_batches if len(self.labeled) else None
         self.rank, self.world_size = rank, world_size
         self.seed, self.epoch, self.device = seed, 0, device
         for kind, indices in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
@@ -105,20 +136,22 @@ class PureBatchSampler(Sampler[IndexBatch]):
         self.epoch = epoch
 
     def _smallest(self, size: int) -> int:
-        """The smallest last batch kept on its own: 2 per rank (1 when one-image batches were asked for)."""
-        return 2 * self.world_size if size > 1 else 1
+        return smallest_batch(size, self.world_size)
 
     def _all_batches(self, labeled: bool) -> int:
+        """Batches in one pass over the images of that kind."""
         n, size = (len(self.labeled), self.batch_size) if labeled else (len(self.unlabeled), self.unlabeled_batch_size)
-        full, rest = divmod(n, size)
-        return full + (rest > 0) - (0 < rest < self._smallest(size) and full > 0)  # a small last batch is folded in
+        return one_pass_batches(n, size, self.world_size)
 
     def n_batches(self, labeled: bool) -> int:
         """Batches of that kind per epoch (the same on every rank)."""
-        n = self._all_batches(labeled)
-        if labeled or self.unlabeled_per_labeled is None:
+        if labeled:
+            return self.labeled_batches or self._all_batches(True)
+        n = self._all_batches(False)
+        if self.unlabeled_per_labeled is None or n == 0:
             return n
-        return min(n, math.ceil(self.unlabeled_per_labeled * self._all_batches(True)))
+        wanted = math.ceil(self.unlabeled_per_labeled * self.n_batches(True))
+        return wanted if self.labeled_batches else min(n, wanted)  # a step budget draws more passes if needed
 
     def __len__(self) -> int:
         return self.n_batches(True) + self.n_batches(False)
@@ -126,10 +159,9 @@ class PureBatchSampler(Sampler[IndexBatch]):
     def __iter__(self):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         chunks = {
-            True: _chunks(self.labeled[torch.randperm(len(self.labeled), generator=gen)], self.batch_size,
-                          self._smallest(self.batch_size)),
-            False: _chunks(self.unlabeled[torch.randperm(len(self.unlabeled), generator=gen)],
-                           self.unlabeled_batch_size, self._smallest(self.unlabeled_batch_size))[:self.n_batches(False)],
+            True: _draw(self.labeled, self.batch_size, self._smallest(self.batch_size), self.n_batches(True), gen),
+            False: _draw(self.unlabeled, self.unlabeled_batch_size, self._smallest(self.unlabeled_batch_size),
+                         self.n_batches(False), gen),
         }
         order = spread(len(chunks[True]), len(chunks[False]))
         taken = {True: iter(chunks[True]), False: iter(chunks[False])}

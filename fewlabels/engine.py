@@ -19,7 +19,7 @@ from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel
 
 from fewlabels import augment, checkpoint, distributed, pseudolabels
-from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure, rank_seed
+from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure, one_pass_batches, rank_seed
 from fewlabels.distributed import Dist
 from fewlabels.errors import ParamError
 from fewlabels.inference import Normalize, autocast, channel_stats, loss_and_accuracy, predict, resolve_device
@@ -368,9 +368,12 @@ def fit(model, train_images, train_labels, labeled, unlabeled, valid_images, val
         return normalize(x).contiguous(memory_format=layout)
 
     dataset = InMemoryImages(train_images.to(device), train_labels.to(device))
+    # the step budget: as many optimizer steps an epoch at every labeled_frac (by default, one pass over the
+    # train split's worth; at labeled_frac 1.0 exactly today's one pass over the labeled images)
+    steps = cfg.epoch_steps or one_pass_batches(len(train_images), cfg.batch_size, dist.world_size)
     sampler = PureBatchSampler(labeled, unlabeled, cfg.batch_size, seed, device=device,
                                unlabeled_per_labeled=None if ssl.method == "skip" else ssl.unlabeled_ratio,
-                               rank=dist.rank, world_size=dist.world_size)
+                               rank=dist.rank, world_size=dist.world_size, labeled_batches=steps)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     scheduler, sched_when = SCHEDULERS[cfg.scheduler](optimizer, cfg, sampler.n_batches(True))
     # The averaged copy also averages batch-norm statistics (use_buffers), so it is ready to evaluate.

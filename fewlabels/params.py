@@ -113,7 +113,12 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
     batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike); "
                                                           "larger than the labeled set: one batch of all of it")
-    epochs: int = Field(10, ge=1, le=10**6, description="passes over the labeled images")
+    epochs: int = Field(10, ge=1, le=10**6, description="epochs: each ends with validation, early stopping and a resume "
+                                                       "checkpoint")
+    epoch_steps: Annotated[int, Field(ge=1, le=10**7)] | None = Field(
+        None, description="optimizer steps (labeled batches) per epoch, drawn from as many shuffled passes over the "
+                          "labeled images as they take; null: one pass over the whole train split's worth (844 for "
+                          "Fashion-MNIST at batch 64), the same budget at every labeled_frac")
     scheduler: Scheduler = Field("none", description="learning-rate schedule: none; step (divide by 10 at "
                                                      "step_milestones); plateau (on valid loss); onecycle; cosine "
                                                      "(FixMatch's: lr x cos(7 pi k / 16 K) at step k of K)")

@@ -5,8 +5,11 @@ DVC reruns a stage only when a param it tracks changes, so without this stage a 
 would pass as "up to date". This stage depends on params.yaml itself and every other stage follows it, so
 `dvc repro` and `dvc exp run` check every edit first and stop at a bad one. Its output never changes, so a
 valid edit reruns only the stages whose params it touches.
+
+It also removes the temporaries that killed runs left beside the data outputs (fewlabels.atomic): a stage
+that DVC then restores from its run cache never runs to do it.
 """
-from fewlabels.atomic import write_text
+from fewlabels.atomic import remove_stale, write_text
 from stages._common import layout, load_params, run
 
 CHECKED = "params.yaml matches the schema in fewlabels/params.py\n"  # the same bytes every time
@@ -15,6 +18,9 @@ CHECKED = "params.yaml matches the schema in fewlabels/params.py\n"  # the same 
 def main() -> None:
     p = load_params()
     paths = layout(p.dataset)
+    for output in (paths.raw, paths.prepared, paths.split / "train.npy", paths.split / "valid.npy",
+                   paths.index / "labeled.npy", paths.index / "unlabeled.npy"):
+        remove_stale(output)
     write_text(paths.checked, CHECKED)
     print("params.yaml: ok")
 

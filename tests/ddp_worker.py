@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fewlabels import engine, inference
-from fewlabels.data import collate_pure, mask_labels
+from fewlabels.data import collate_pure, mask_labels, one_pass_batches
 from fewlabels.distributed import Dist
 from fewlabels.models import build_model
 from fewlabels.params import SSLConfig, TrainConfig
@@ -57,7 +57,9 @@ def main() -> None:
     x, y, labeled, unlabeled = hidden_label_data(n=120)
     torch.manual_seed(1)
     vx, vy = x[:40], torch.arange(40) % 10
-    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", amp=False, ema=0.9, augment="flip_crop")
+    # a budget of one pass over the labeled images: every index once per epoch, shared between the ranks
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", amp=False, ema=0.9, augment="flip_crop",
+                      epoch_steps=one_pass_batches(len(labeled), 16, dist.world_size))
     ssl = SSLConfig(method="flexmatch", dist_align=True, threshold=0.3, warmup_epochs=0, unlabeled_ratio=None)
     model = build_model("bn_small", 1, 28, 10)
     result = engine.fit(model, x, mask_labels(y, labeled), labeled, unlabeled, vx, vy, cfg, 0, ssl, dist=dist)

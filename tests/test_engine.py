@@ -108,13 +108,18 @@ def test_same_seed_same_result_other_seed_other_result():
     assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
 
 
-def test_only_labeled_images_train_with_skip():
-    # With half the images unlabeled and ssl 'skip', an epoch trains on (and counts) the labeled half only.
+@pytest.mark.parametrize("epoch_steps, trained", [
+    (None, 100),  # the budget: the train split's worth (5 batches of 20), two passes over the 50 labeled images
+    (2, 40),      # an explicit budget: 2 steps
+])
+def test_only_labeled_images_train_with_skip_and_the_budget_counts_steps(epoch_steps, trained):
+    # With half the images unlabeled and ssl 'skip', an epoch trains on labeled batches only, as many of them
+    # as the step budget says, whatever share of the images keeps its label.
     calls = []
     model = tiny_model()
     model.register_forward_hook(lambda mod, inp, out: calls.append(len(inp[0])) if mod.training else None)
-    run_fit(model, n=100, epochs=1, labeled=range(0, 100, 2))
-    assert sum(calls) == 50
+    result = run_fit(model, n=100, epochs=1, labeled=range(0, 100, 2), epoch_steps=epoch_steps)
+    assert sum(calls) == trained and result["images_per_s"] >= 0
 
 
 def test_one_leftover_labeled_image_does_not_break_batch_norm():

@@ -90,3 +90,22 @@ def test_a_symlinked_resume_folder_is_refused_and_its_target_kept(tmp_path, link
     assert (outside / "precious").read_text() == "not the pipeline's"
     (work / link).unlink()
     assert train_stage(work).returncode == 0
+
+
+def test_the_check_stage_removes_what_killed_runs_left(tmp_path):
+    """A download killed with kill -9 leaves its temporary folder; when DVC restores the download stage from
+    its run cache, the stage never runs to remove it, but the check stage runs on every params edit."""
+    work = tmp_path / "work"
+    work.mkdir()
+    write_params(work, {})
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    left = work / "data" / "raw" / f".fashion_mnist.{finished.pid}.tmp"
+    left.mkdir(parents=True)
+    (left / "train-images-idx3-ubyte.gz").write_bytes(b"half a file")
+    running = work / "data" / "raw" / f".fashion_mnist.{os.getpid()}.tmp"  # a live process's write: kept
+    running.mkdir()
+    result = run_stage(work, "stages.check")
+    assert result.returncode == 0, result.stderr
+    assert not left.exists() and running.is_dir()
+    assert (work / "data" / "params.ok").read_text() == "params.yaml matches the schema in fewlabels/params.py\n"

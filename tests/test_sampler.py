@@ -251,3 +251,36 @@ def test_one_rank_draws_what_the_single_process_sampler_draws():
 def test_too_few_images_for_the_ranks_is_a_clear_error():
     with pytest.raises(ParamError, match="3 labeled images cannot be shared by 2 processes"):
         make_sampler(3, 10, 8, world_size=2)
+
+
+@pytest.mark.parametrize("n_labeled, n_unlabeled, steps, ratio", [
+    (50, 950, 10, None),   # 10 steps from 5 labeled batches a pass: two whole passes
+    (53, 947, 9, 2.0),     # a ragged pass, and 2 unlabeled batches a step from 94 a pass
+    (30, 70, 2, 3.0),      # fewer steps than one pass: the first 2 batches of it
+    (7, 40, 5, 7.0),       # 35 unlabeled batches, more than the 4 a pass: as many passes as needed
+])
+def test_a_step_budget_draws_whole_passes_of_full_batches(n_labeled, n_unlabeled, steps, ratio):
+    """labeled_batches: as many optimizer steps an epoch whatever the labeled set's size; each labeled image is
+    seen as often as any other, to within one, and the unlabeled batches follow the ratio."""
+    sampler, labeled, unlabeled = make_sampler(n_labeled, n_unlabeled, 10, labeled_batches=steps,
+                                               unlabeled_per_labeled=ratio)
+    batches = epoch(sampler)
+    mine = [b for b in batches if b.labeled]
+    assert len(mine) == sampler.n_batches(True) == steps
+    one_pass = -(-n_labeled // 10)
+    if steps > one_pass:
+        assert all(len(b.indices) == 10 for b in mine)  # whole batches cut from consecutive passes
+        counts = np.bincount(torch.cat([b.indices for b in mine]).numpy(), minlength=n_labeled + n_unlabeled)[labeled]
+        assert counts.max() - counts.min() <= 1
+    theirs = [b for b in batches if not b.labeled]
+    assert len(theirs) == sampler.n_batches(False) == (-(-n_unlabeled // 10) if ratio is None else
+                                                        int(np.ceil(ratio * steps)))
+    assert set(torch.cat([b.indices for b in theirs]).tolist()) <= set(unlabeled.tolist())
+    assert [b.indices.tolist() for b in epoch(sampler)] == [b.indices.tolist() for b in batches]  # same seed, epoch
+
+
+def test_a_budget_of_one_pass_is_todays_epoch():
+    """At labeled_frac 1.0 the default budget is exactly one pass: the same batches as without a budget."""
+    plain, _, _ = make_sampler(53, 0, 10)
+    budget, _, _ = make_sampler(53, 0, 10, labeled_batches=plain.n_batches(True))
+    assert [b.indices.tolist() for b in epoch(budget)] == [b.indices.tolist() for b in epoch(plain)]
