@@ -122,6 +122,38 @@ def test_a_node_rank_outside_the_run_is_one_line(tmp_path):
     assert result.stderr == "error: --node-rank must be in [0, dist.nnodes - 1] = [0, 1], got 2\n"
 
 
+def test_more_processes_than_cores_is_one_line_and_starts_none(tmp_path):
+    work = stage_inputs(tmp_path / "host", n=300)
+    cores = len(os.sched_getaffinity(0))
+    write_params(work, {"models": [MODEL], "train.device": "cpu", "dist.nproc_per_node": cores + 1})
+    result = subprocess.run([sys.executable, "-m", "stages.train", *TRAIN_ARGS], cwd=work, capture_output=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)
+    assert result.returncode == 1 and result.stdout == ""  # torchrun was never started
+    assert result.stderr == (f"error: dist.nproc_per_node={cores + 1} is more than this host's {cores} CPU cores: "
+                             f"set it to at most {cores}\n")
+
+
+def test_no_worker_outlives_a_killed_torchrun(tmp_path):
+    """The OOM killer (here: kill -9) ends torchrun: its workers must not train on as orphans."""
+    import psutil
+
+    work = stage_inputs(tmp_path / "host", n=3000)
+    write_params(work, {"models": [MODEL], "labeled_frac": 0.5, "train.epochs": 50, "train.device": "cpu",
+                        "dist.nproc_per_node": 2})
+    launcher = subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS], cwd=work, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+    for line in launcher.stdout:  # rank 0 is training once it says how many images it has
+        if "unlabeled images" in line:
+            break
+    workers = psutil.Process(launcher.pid).children(recursive=True)
+    assert len(workers) >= 2, [w.cmdline() for w in workers]
+    launcher.kill()  # the stage exec'd torchrun: this is torchrun
+    launcher.wait()
+    _, alive = psutil.wait_procs(workers, timeout=120)
+    assert alive == []
+
+
 def test_dvc_exp_run_with_two_processes(tmp_path):
     mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=300, n_test=50)
