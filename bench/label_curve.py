@@ -16,7 +16,8 @@ On a host with several GPUs, --jobs N runs N experiments at once, each on a GPU 
 claims one: fewlabels.distributed.claim_gpu; FEWLABELS_GPU_SLOTS=k lets k experiments share each GPU).
 
 Writes reports/label_curve.csv (one row per run; a DVC plot in `dvc plots show`) and
-reports/label_curve.png, and prints the table of means. With every label kept there is nothing unlabeled, so
+reports/label_curve.png, and prints the table of means. The CSV accumulates: rows of earlier sessions stay,
+and a new run replaces the row of the same labeled_frac, method, seed and model. With every label kept there is nothing unlabeled, so
 at labeled_frac 1.0 only `skip` runs.
 """
 import argparse
@@ -31,7 +32,7 @@ from dvc.api import read as read_output
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from fewlabels.atomic import atomic_path  # noqa: E402
-from fewlabels.curve import FIELDS, curve_rows, markdown_table, plot_curve, queue_tasks, summarize  # noqa: E402
+from fewlabels.curve import FIELDS, curve_rows, markdown_table, merge, plot_curve, queue_tasks, summarize  # noqa: E402
 from fewlabels.params import load  # noqa: E402
 
 POLL_S = 10  # seconds between looks at the queue
@@ -127,6 +128,10 @@ def main() -> None:
         dvc("exp", "pull", args.git_remote)  # every host's experiments of this commit, with their outputs
 
     rows = with_run_records(curve_rows(json.loads(dvc("exp", "show", "--json")), model))
+    csv_path = args.out / "label_curve.csv"
+    if csv_path.exists():
+        with open(csv_path, newline="") as f:
+            rows = merge(list(csv.DictReader(f)), rows)
     if not rows:
         sys.exit(f"error: no experiment has metrics/{model}.json yet; run without --plot-only first")
     with atomic_path(args.out / "label_curve.csv") as tmp, open(tmp, "w", newline="") as f:

@@ -45,6 +45,22 @@ def curve_rows(exp_show: list, model: str) -> list[dict]:
     return [newest[key] for key in sorted(newest, key=lambda k: (k[1], k[0], k[2]))]
 
 
+def _key(row: dict) -> tuple:
+    return float(row["labeled_frac"]), row["method"], int(row["seed"]), row["model"]
+
+
+def merge(kept: list[dict], new: list[dict]) -> list[dict]:
+    """The rows already in reports/label_curve.csv (earlier sessions, other hosts: read back as text) and
+    this run's: a new row replaces a kept one of the same labeled_frac, method, seed and model. Sorted by
+    method, labeled_frac, seed; numbers as numbers."""
+    rows = {}
+    for row in [*kept, *new]:
+        row = dict(row, labeled_frac=float(row["labeled_frac"]), seed=int(row["seed"]),
+                   test_acc=float(row["test_acc"]), train_seconds=float(row["train_seconds"]))
+        rows[_key(row)] = row
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[1], k[0], k[2], k[3]))]
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (method, labeled_frac): mean and sample standard deviation of test accuracy over seeds, and n."""
     cells = {}

@@ -120,6 +120,8 @@ def test_stages_read_and_write_the_paths_dvc_yaml_tracks():
         paths = layout(dataset, model)
         code = (REPO / "stages" / f"{name}.py").read_text()
         used = {getattr(paths, field) for field in re.findall(r"\bpaths\.(\w+)", code)} - {paths.resume}
+        if name == "check":  # it writes its own output; of the others it only removes dead runs' temporaries
+            used = {paths.checked}
         ordering = {paths.checked, Path("params.yaml")}
         for path in (Path(p) for p in tracked if not p.endswith(".py")):
             assert path in ordering or any(path == u or u in path.parents for u in used), (address, path, used)

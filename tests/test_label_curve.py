@@ -6,7 +6,7 @@ import shutil
 import matplotlib.image
 import pytest
 
-from fewlabels.curve import curve_rows, markdown_table, queue_tasks, summarize
+from fewlabels.curve import curve_rows, markdown_table, merge, queue_tasks, summarize
 from dvcrepo import REPO, commit, run
 from test_pipeline_train import make_project
 
@@ -172,3 +172,18 @@ def test_label_curve_refuses_uncommitted_params(tmp_path):
     out = run(repo, "python", "bench/label_curve.py", "--fracs", "0.5", "--methods", "skip", ok=False)
     assert out.strip().splitlines()[-1].startswith("error: uncommitted changes in params.yaml,")
     assert "No experiment tasks" in run(repo, "dvc", "queue", "status")
+
+
+def test_the_csv_accumulates_and_a_new_run_replaces_its_cell():
+    kept = [{"labeled_frac": "0.01", "method": "skip", "seed": "0", "test_acc": "0.81", "model": "bn_cnn",
+             "epochs": "10", "device": "cpu", "train_seconds": "300.0", "rev": "aaa"},
+            {"labeled_frac": "0.05", "method": "skip", "seed": "0", "test_acc": "0.86", "model": "bn_cnn",
+             "epochs": "10", "device": "cpu", "train_seconds": "320.0", "rev": "bbb"}]
+    new = [{"labeled_frac": 0.01, "method": "skip", "seed": 0, "test_acc": 0.83, "model": "bn_cnn", "epochs": 10,
+            "device": "cpu", "train_seconds": 310.0, "rev": "ccc"},
+           {"labeled_frac": 0.01, "method": "fixmatch", "seed": 0, "test_acc": 0.84, "model": "bn_cnn", "epochs": 2,
+            "device": "cpu", "train_seconds": 590.0, "rev": "ddd"}]
+    rows = merge(kept, new)
+    assert [(r["method"], r["labeled_frac"], r["rev"]) for r in rows] == [
+        ("fixmatch", 0.01, "ddd"), ("skip", 0.01, "ccc"), ("skip", 0.05, "bbb")]
+    assert rows[2]["test_acc"] == 0.86 and rows[2]["seed"] == 0
