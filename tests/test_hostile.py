@@ -32,11 +32,11 @@ IMAGES = fakes.IDX_FILES["train_images"]
 REAL = Path(DEBIAN_FASHION_MNIST)
 
 
-def run_stage(work: Path, *args: str) -> tuple[int, str, int]:
+def run_stage(work: Path, *args: str, as_limit: int = AS_LIMIT) -> tuple[int, str, int]:
     """Run `python -m <args>` in `work` under the limits; return (exit status, stderr, peak RSS bytes)."""
     report = work / "limited.report"
     with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
-        subprocess.run([sys.executable, str(LIMITED), str(report), str(AS_LIMIT), str(CPU_LIMIT_S), "-m", *args],
+        subprocess.run([sys.executable, str(LIMITED), str(report), str(as_limit), str(CPU_LIMIT_S), "-m", *args],
                        cwd=work, stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     status, peak = map(int, report.read_text().split())
     return status, (work / "stderr").read_text(), peak
