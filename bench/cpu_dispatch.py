@@ -43,7 +43,7 @@ def child() -> None:
     cfg = p.train.model_copy(update={"epochs": EPOCHS, "device": "cpu"})
     torch.manual_seed(p.seed)
     model = build_model(MODEL, 1, 28, 10)
-    result = fit(model, *fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled), cfg, p.seed)
+    result = fit(model, fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled), cfg, p.seed)
     buffer = io.BytesIO()
     torch.save(result["state_dict"], buffer)
     _, acc = loss_and_accuracy(predict_trained(model, result, torch.from_numpy(d["x_test"]), torch.device("cpu"), False),

@@ -43,7 +43,7 @@ def main() -> None:
     cfg = p.train
     model = build_model(args.model, 1, 28, 10)
     inputs = fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled)
-    result = fit(model, *inputs, cfg, p.seed, p.ssl)
+    result = fit(model, inputs, cfg, p.seed, p.ssl)
     device = resolve_device(cfg.device)
     test_loss, test_acc = loss_and_accuracy(
         predict_trained(model, result, torch.from_numpy(d["x_test"]), device, cfg.amp),

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from bench import notebook
 from bench.common import environment, fashion_mnist, save, train_recipe
-from fewlabels.data import InMemoryImages, PureBatchSampler, collate_pure
+from fewlabels.data import FitInputs, InMemoryImages, PureBatchSampler, collate_pure
 from fewlabels.engine import fit
 from fewlabels.inference import Normalize, channel_stats, resolve_device
 from fewlabels.models import build_model
@@ -62,7 +62,7 @@ def project_images_per_s(x, y, x_valid, y_valid, steps: int, warmup: int, cfg, s
     model = build_model("cnn", 1, 28, 10)
     for n_steps in (warmup, steps):
         xs, ys = tiled(x, y, n_steps * cfg.batch_size)
-        result = fit(model, xs, ys, np.arange(len(xs)), np.array([], dtype=np.int64), x_valid, y_valid, cfg, seed)
+        result = fit(model, FitInputs(xs, ys, np.arange(len(xs)), np.array([], dtype=np.int64), x_valid, y_valid), cfg, seed)
     return result["images_per_s"]
 
 

@@ -21,8 +21,8 @@ from ruamel.yaml import YAML
 
 from bench import notebook
 from bench.common import environment, fashion_mnist, params, pipeline_split, save, train_recipe
-from fewlabels.data import mask_labels
-from fewlabels.engine import fit
+from fewlabels.data import FitInputs, mask_labels
+from fewlabels.engine import Hooks, fit
 from fewlabels.inference import Normalize, channel_stats, predict, resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.models import MODELS, build_model, count_parameters
@@ -74,9 +74,9 @@ def project_contender(model_name: str, cfg, data: dict, target: float) -> dict:
         return acc >= target
 
     start = time.perf_counter()
-    fit(model, x, y, np.arange(len(x)), np.array([], dtype=np.int64),
-        torch.from_numpy(data["x_train"][valid_idx]), torch.from_numpy(data["y_train"][valid_idx]),
-        cfg, p.seed, log_epoch=log_epoch)
+    fit(model, FitInputs(x, y, np.arange(len(x)), np.array([], dtype=np.int64),
+                         torch.from_numpy(data["x_train"][valid_idx]), torch.from_numpy(data["y_train"][valid_idx])),
+        cfg, p.seed, Hooks(log_epoch))
     wall = time.perf_counter() - start - excluded
     return summary(f"project: fewlabels.engine.fit, model {model_name}", history, target,
                    n_params=count_parameters(model), train_images=len(x), config=cfg.model_dump(),

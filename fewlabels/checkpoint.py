@@ -12,7 +12,6 @@ import json
 import math
 import pickle
 import shutil
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -130,11 +129,23 @@ def check_history(history, row: dict, epochs: int, where: str) -> None:
         check_like(got, {key: kind() for key, kind in row.items()}, f"{where}[{i}]")
 
 
+def model_bytes(state: dict) -> int:
+    """The most bytes a genuine model file takes: its weights (`state`, a freshly built model's state_dict)
+    with room to spare for the history and the archive's headers."""
+    return 2 * nbytes(state) + (4 << 20)
+
+
+def resume_bytes(state: dict, n_images: int, epochs: int) -> int:
+    """The most bytes a genuine resume file takes: the model ~4 times (weights, average, best, optimizer),
+    per training image statistics (FlexMatch's), a history row per epoch and the archive's headers."""
+    return 8 * nbytes(state) + 64 * n_images + 512 * epochs + (4 << 20)
+
+
 def load_model(path: Path, model: str, expected: dict, state: dict) -> dict:
     """The train stage's model file for `model`, checked against what the train stage would write for it:
     `expected` holds the data's channels, size and classes, `state` is the freshly built model's state_dict."""
     fix = f"rerun `dvc repro -f train@{model}`"
-    record = load(path, "a checkpoint written by the train stage", fix, max_bytes=2 * nbytes(state) + (4 << 20))
+    record = load(path, "a checkpoint written by the train stage", fix, max_bytes=model_bytes(state))
     try:
         check_keys(record, MODEL_KEYS, "it")
         if record["model"] != model:
@@ -158,14 +169,10 @@ def load_model(path: Path, model: str, expected: dict, state: dict) -> dict:
 
 
 def project_sources() -> list[tuple[str, str]]:
-    """(path, sha256) of every module of this checkout that the running process has imported: the code a
-    run depends on (tests/test_deps.py checks that dvc.yaml lists the same files)."""
-    out = []
-    for module in list(sys.modules.values()):
-        file = Path(getattr(module, "__file__", None) or "/").resolve()
-        if file.suffix == ".py" and file.parent in (ROOT / "fewlabels", ROOT / "stages"):
-            out.append((str(file.relative_to(ROOT)), hashlib.sha256(file.read_bytes()).hexdigest()))
-    return sorted(out)
+    """(path, sha256) of every module of this checkout's fewlabels/ and stages/: the code a run may execute,
+    including the modules it imports later by name (fewlabels.methods)."""
+    files = sorted(f for package in ("fewlabels", "stages") for f in (ROOT / package).rglob("*.py"))
+    return [(str(f.relative_to(ROOT)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
 
 
 def run_key(**parts) -> str:

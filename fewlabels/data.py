@@ -113,6 +113,8 @@ class PureBatchSampler(Sampler[IndexBatch]):
     two images (with world_size 1: the single-image rule above).
     """
 
+    # Ten arguments: what to draw, how many and for which process; each comes from its own setting, and torch's
+    # samplers take their configuration flat like this.
     def __init__(self, labeled, unlabeled, batch_size: int, seed: int,
                  unlabeled_batch_size: int | None = None, device: str | torch.device = "cpu",
                  unlabeled_per_labeled: float | None = None, rank: int = 0, world_size: int = 1,
@@ -184,7 +186,7 @@ def mask_labels(labels, labeled) -> torch.Tensor:
 
 
 class FitInputs(NamedTuple):
-    """engine.fit's data arguments, in its order: `fit(model, *inputs, cfg, seed, ...)`."""
+    """engine.fit's data: `fit(model, inputs, cfg, seed, ...)`."""
     train_images: torch.Tensor  # uint8 [N_train, C, H, W]
     train_labels: torch.Tensor  # int64 [N_train], UNLABELED at every unlabeled position
     labeled: np.ndarray         # positions in the train split

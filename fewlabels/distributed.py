@@ -53,12 +53,20 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
+def gpu_slots() -> int:
+    """FEWLABELS_GPU_SLOTS: processes one GPU takes at once (1 when unset)."""
+    text = os.environ.get(SLOTS_ENV, "1")
+    if not text.isdigit() or int(text) < 1:
+        raise ParamError(f"{SLOTS_ENV} must be a whole number of processes per GPU, 1 or more; got {text!r}")
+    return int(text)
+
+
 def check_fits(cfg: DistConfig, device: str) -> None:
     """dist.nproc_per_node within what this host has for train.device `device`: a CPU core per process, or a
     GPU slot per process (visible GPUs x FEWLABELS_GPU_SLOTS). More would oversubscribe it or exhaust its
     memory. (Checked before torchrun starts, without claiming a GPU.)"""
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        limit, what = torch.cuda.device_count() * int(os.environ.get(SLOTS_ENV, 1)), f"GPUs x {SLOTS_ENV}"
+        limit, what = torch.cuda.device_count() * gpu_slots(), f"GPUs x {SLOTS_ENV}"
     else:
         limit, what = len(os.sched_getaffinity(0)), "CPU cores"
     if cfg.nproc_per_node > limit:
@@ -149,7 +157,7 @@ def claim_gpu(n_gpus: int, lock_dir: Path | None = None, slots: int | None = Non
     if "index" in _claimed:
         return _claimed["index"]
     lock_dir = Path(lock_dir or os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR))
-    slots = slots or int(os.environ.get(SLOTS_ENV, 1))
+    slots = slots or gpu_slots()
     lock_dir.mkdir(parents=True, exist_ok=True)
     waited = False
     while True:

@@ -25,6 +25,7 @@ def _flat_features(features: nn.Module, channels: int, size: int, name: str) -> 
 class ConvNet(nn.Module):
     """A feature extractor followed by a classifier head on its flattened output."""
 
+    # Seven arguments: the parts (features, head) and the shapes they are built for; the registry's builders pass them.
     def __init__(self, features: nn.Module, head_sizes: list[int], head_layer, n_classes: int,
                  channels: int, size: int, name: str):
         super().__init__()

@@ -19,9 +19,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import AliasEvent
 
+from fewlabels import methods
 from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
 from fewlabels.errors import ParamError
 
@@ -34,7 +36,7 @@ ModelName = Literal["cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cif
 Optimizer = Literal["adam", "sgd"]
 Scheduler = Literal["none", "step", "plateau", "onecycle", "cosine"]
 AugmentPolicy = Literal["none", "crop", "flip_crop", "flip_crop_cutout"]
-SSLMethod = Literal["skip", "pseudo_label", "fixmatch", "mean_teacher", "flexmatch", "freematch"]
+SSLMethod = Literal[tuple(methods.METHODS)]  # the registry itself: torch-free
 StrongAugment = Literal["affine_jitter_cutout", "randaugment"]
 
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
@@ -141,9 +143,8 @@ class TrainConfig(Section):
 
 class SSLConfig(Section):
     """What unlabeled batches do (params.yaml `ssl:`)."""
-    method: SSLMethod = Field("skip", description="skip (ignore unlabeled batches, as the notebooks did), "
-                                                  "pseudo_label, fixmatch, mean_teacher (needs train.ema), flexmatch "
-                                                  "(class-wise curriculum thresholds), freematch (self-adaptive thresholds)")
+    method: SSLMethod = Field("skip", description=", ".join(f"{name} ({spec.meaning})"
+                                                            for name, spec in methods.METHODS.items()))
     threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label "
                                                            "(flexmatch: that of its best-learnt class; freematch: "
                                                            "unused)")
@@ -209,13 +210,9 @@ class Params(Section):
             raise ValueError(f"missing key data.digests.{self.dataset}")
         if self.dist.nnodes > 1 and not self.dist.rdzv_endpoint:
             raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint: host:port of the host that runs dvc, e.g. node0:29400")
-        if self.ssl.method == "mean_teacher" and not self.train.ema:
-            raise ValueError("ssl.method mean_teacher needs a teacher: set train.ema to a decay such as 0.99")
-        if self.ssl.method == "mean_teacher" and not self.ssl.ema_teacher:
-            raise ValueError("ssl.method mean_teacher learns from the weight average: set ssl.ema_teacher to true")
-        if self.ssl.dist_align and self.ssl.method not in ("fixmatch", "flexmatch"):
-            raise ValueError(f"ssl.dist_align works with ssl.method fixmatch or flexmatch, not {self.ssl.method}: "
-                             "set ssl.dist_align to false")
+        conflict = methods.conflict(self.ssl.method, self.train.ema, self.ssl.ema_teacher, self.ssl.dist_align)
+        if conflict:
+            raise ValueError(conflict)
         late = [m for m in self.train.step_milestones if m >= self.train.epochs]
         if self.train.scheduler == "step" and late:
             raise ValueError(f"train.step_milestones {late} are not before the last of train.epochs "
@@ -227,8 +224,21 @@ class Params(Section):
 
 # Reading and checking -----------------------------------------------------------------------------
 
+class _NoAliases(Composer):
+    """Refuses the first alias (`*name`) before it is composed: a few hundred bytes of nested aliases expand to
+    gigabytes (a "billion laughs"), and settings never need them."""
+
+    def compose_node(self, parent, index):
+        if self.parser.check_event(AliasEvent):
+            raise ComposerError(None, None, "YAML aliases (*name) are not accepted in params.yaml: write the value out",
+                                self.parser.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def _yaml() -> YAML:
-    return YAML(typ="safe", pure=True)  # YAML 1.2, as DVC reads params.yaml (ruamel.yaml)
+    yaml = YAML(typ="safe", pure=True)  # YAML 1.2, as DVC reads params.yaml (ruamel.yaml)
+    yaml.Composer = _NoAliases
+    return yaml
 
 
 def parse_value(text: str):
@@ -330,9 +340,8 @@ MAX_BYTES = 1 << 20  # params.yaml is ~3 KB: a bound on what reading a hostile o
 
 
 def read(path: str | Path = "params.yaml") -> dict:
-    """params.yaml as a plain mapping, unchecked: a YAML error is one line with the line number. Aliases
-    (`*name`) are refused before anything is built: a few hundred bytes of nested aliases expand to
-    gigabytes (a "billion laughs"), and settings never need them."""
+    """params.yaml as a plain mapping, unchecked: a YAML error is one line with the line number (aliases
+    included, refused before anything is built)."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
@@ -341,12 +350,7 @@ def read(path: str | Path = "params.yaml") -> dict:
     if len(data) > MAX_BYTES:
         raise ParamError(f"{path}: larger than {MAX_BYTES >> 20} MiB; it holds settings only")
     try:
-        text = data.decode("utf-8")
-        for event in _yaml().parse(text):
-            if isinstance(event, AliasEvent):
-                raise ParamError(f"{path} line {event.start_mark.line + 1}: YAML aliases (*name) are not accepted "
-                                 "in params.yaml: write the value out")
-        return _yaml().load(text)
+        return _yaml().load(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise ParamError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except MarkedYAMLError as err:

@@ -24,17 +24,17 @@ from fewlabels import checkpoint, distributed, prepared
 from fewlabels.atomic import write_json
 from fewlabels.data import fit_inputs
 from fewlabels.distributed import Dist
-from fewlabels.engine import fit
+from fewlabels.engine import Hooks, fit
 from fewlabels.inference import resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.models import build_model, count_parameters
 from stages._common import layout, load_params, run, stage_model
 
-CURVES = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr")  # per epoch, to DVCLive
 # What the model file keeps of each epoch's row. Its rows are rebuilt with these very key objects: pickle
 # writes a repeated key once and refers back to it, so rows whose keys came from an unpickled resume state
 # would give other bytes for the same content.
-HISTORY = ("epoch", *CURVES)
+HISTORY = tuple(checkpoint.HISTORY_ROW)
+CURVES = HISTORY[1:]  # per epoch, to DVCLive: all but the epoch number
 
 
 def main() -> None:
@@ -74,13 +74,12 @@ def main() -> None:
         model=name, seed=p.seed, labeled_frac=p.labeled_frac, train=p.train.model_dump(),
         ssl=p.ssl.model_dump(), device=device.type, code=checkpoint.project_sources(),
         data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled), world=p.dist.world_size))
-    # a genuine state holds the model ~4 times (weights, average, best, optimizer) and per image statistics
-    max_bytes = 8 * checkpoint.nbytes(model.state_dict()) + 64 * len(x) + 512 * p.train.epochs + (4 << 20)
+    max_bytes = checkpoint.resume_bytes(model.state_dict(), len(x), p.train.epochs)
     resume = store.load(device, max_bytes) if dist.main else None  # rank 0 hands it to the others
     inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
     try:
         if not dist.main:  # trains its share; writes nothing
-            fit(model, *inputs, p.train, p.seed, p.ssl, dist=dist)
+            fit(model, inputs, p.train, p.seed, p.ssl, dist=dist)
             return
         # DVC deletes a stage's outputs (these curves too) before it reruns the stage: fit replays a resumed
         # run's finished epochs through log_epoch, so the curves come out as an uninterrupted run's.
@@ -91,8 +90,7 @@ def main() -> None:
                     live.log_metric(f"{split}/{metric}" if metric else key, row[key])
                 live.next_step()
 
-            result = fit(model, *inputs, p.train, p.seed, p.ssl, log_epoch, resume=resume, save_state=store.save,
-                         dist=dist)
+            result = fit(model, inputs, p.train, p.seed, p.ssl, Hooks(log_epoch, store.save, resume), dist)
     except checkpoint.Mismatch as err:  # the resume state is not this run's (fit checks it before using it)
         raise store.refuse(err) from None
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fewlabels import engine, inference
-from fewlabels.data import collate_pure, mask_labels, one_pass_batches
+from fewlabels.data import FitInputs, collate_pure, mask_labels, one_pass_batches
 from fewlabels.distributed import Dist
 from fewlabels.models import build_model
 from fewlabels.params import SSLConfig, TrainConfig
@@ -32,7 +32,7 @@ def main() -> None:
                                   "labels": batch.y.tolist() if batch.labeled else None})
         return batch
 
-    train_epoch, step, dataset = engine._train_epoch, engine._step, engine.InMemoryImages
+    train_epoch, step, dataset = engine.train_epoch, engine._step, engine.InMemoryImages
 
     def recording_train_epoch(state, loop, epoch):
         current["epoch"] = epoch
@@ -42,7 +42,7 @@ def main() -> None:
         step(state)
         weights = b"".join(p.detach().cpu().numpy().tobytes() for p in state.model.parameters())
         record["steps"].append(hashlib.sha256(weights).hexdigest())
-        statistics = state.pseudo.state_dict()
+        statistics = state.method.state_dict()
         record["statistics"].append(hashlib.sha256(b"".join(
             t.cpu().numpy().tobytes() for part in statistics.values() if part for t in part.values())).hexdigest())
 
@@ -51,7 +51,7 @@ def main() -> None:
             record["dataset_labels"] = labels.tolist()
             super().__init__(images, labels)
 
-    engine.collate_pure, engine._train_epoch, engine._step = recording_collate, recording_train_epoch, recording_step
+    engine.collate_pure, engine.train_epoch, engine._step = recording_collate, recording_train_epoch, recording_step
     engine.InMemoryImages = RecordingImages
 
     x, y, labeled, unlabeled = hidden_label_data(n=120)
@@ -62,7 +62,7 @@ def main() -> None:
                       epoch_steps=one_pass_batches(len(labeled), 16, dist.world_size))
     ssl = SSLConfig(method="flexmatch", dist_align=True, threshold=0.3, warmup_epochs=0, unlabeled_ratio=None)
     model = build_model("bn_small", 1, 28, 10)
-    result = engine.fit(model, x, mask_labels(y, labeled), labeled, unlabeled, vx, vy, cfg, 0, ssl, dist=dist)
+    result = engine.fit(model, FitInputs(x, mask_labels(y, labeled), labeled, unlabeled, vx, vy), cfg, 0, ssl, dist=dist)
     record.update(labeled=labeled.tolist(), unlabeled=unlabeled.tolist(), history=result["history"])
     if dist.main:  # the same weights in one plain process: the validation numbers must equal rank 0's
         logits = inference.predict_trained(build_model("bn_small", 1, 28, 10), result, vx, torch.device("cpu"), amp=False)

@@ -27,13 +27,18 @@ def module_file(name: str, root: Path = REPO) -> Path | None:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Project modules named by any import in `path` (and their packages, whose __init__ runs first)."""
+    """Project modules named by any import in `path` (and their packages, whose __init__ runs first). A module
+    picked by name at run time, `importlib.import_module(f"package.{name}")`, may be any module of that package."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif (isinstance(node, ast.Call) and ast.unparse(node.func) == "importlib.import_module"
+              and isinstance(node.args[0], ast.JoinedStr)):
+            package = node.args[0].values[0].value.rstrip(".")
+            names |= {f"{package}.{f.stem}" for f in module_file(package).parent.glob("*.py")}
     parents = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 1)}
     return {n for n in names | parents if n.split(".")[0] in PACKAGES and module_file(n)}
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fewlabels import engine, inference
-from fewlabels.engine import fit
+from fewlabels import engine, inference, optim
+from fewlabels.data import FitInputs
+from fewlabels.engine import Hooks, fit
 from fewlabels.inference import Normalize, predict, predict_trained, resolve_device
 from fewlabels.errors import DeviceError
 from fewlabels.params import TrainConfig
@@ -40,7 +41,8 @@ def run_fit(model=None, n=100, epochs=3, labeled=None, valid=None, seed=0, log_e
     labeled = range(n) if labeled is None else labeled
     unlabeled = sorted(set(range(n)) - set(labeled))
     config = TrainConfig(**{"epochs": epochs, "batch_size": 20, "device": "cpu", "lr": 3e-3, **cfg})
-    return fit(model or tiny_model(), x, y, list(labeled), unlabeled, vx, vy, config, seed, log_epoch=log_epoch)
+    return fit(model or tiny_model(), FitInputs(x, y, list(labeled), unlabeled, vx, vy), config, seed,
+               hooks=Hooks(log_epoch))
 
 
 def scripted_validation(monkeypatch, losses, accs=None):
@@ -212,7 +214,7 @@ def test_cosine_ends_at_a_fifth_of_the_rate():
 
 def test_nesterov_momentum_changes_the_sgd_steps():
     plain, nesterov = (run_fit(epochs=1, optimizer="sgd", lr=LR, nesterov=flag) for flag in (False, True))
-    assert engine.OPTIMIZERS["sgd"](tiny_model().parameters(), TrainConfig(optimizer="sgd", nesterov=True)
+    assert optim.OPTIMIZERS["sgd"](tiny_model().parameters(), TrainConfig(optimizer="sgd", nesterov=True)
                                     ).param_groups[0]["nesterov"]
     assert any(not torch.equal(plain["state_dict"][k], nesterov["state_dict"][k]) for k in plain["state_dict"])
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from fewlabels import engine, prepared
-from fewlabels.data import UNLABELED, IndexBatch, InMemoryImages, collate_pure, mask_labels
+from fewlabels import engine, methods, prepared
+from fewlabels.data import UNLABELED, FitInputs, IndexBatch, InMemoryImages, collate_pure, mask_labels
 from fewlabels.params import SSLConfig, TrainConfig
+from fewlabels.methods.base import Method
 from fewlabels.models import build_model
 
 SENTINEL = 7  # the true label of every unlabeled image, and of no labeled one
@@ -88,22 +89,32 @@ class Spy:
             spy.batches.append(batch)
             return batch
 
-        def entropy(model, x, *config):
-            """A made-up unlabeled objective (entropy minimisation) that gives the unlabeled path a loss."""
-            p = model(x).softmax(1)
-            return -(p * p.clamp_min(1e-8).log()).sum(1).mean()
+        class Entropy(Method):
+            """A made-up method (entropy minimisation) that gives the unlabeled path a loss."""
+            def loss(self, student, x, views, teacher, index):
+                p = student(x).softmax(1)
+                return -(p * p.clamp_min(1e-8).log()).sum(1).mean()
 
-        inner = entropy if method == "spy" else engine.UNLABELED_OBJECTIVES[method]
+        build = engine.build_method
 
-        def objective(model, x, *config):
-            # The seam's whole interface: normalised images, settings and the images' positions; no labels.
-            spy.objective_batches.append(x)
-            spy.objective_index.append(config[-1].tolist())
-            return inner(model, x, *config)
+        def recording_build(ssl, run):
+            built = Entropy(ssl, run) if method == "spy" else build(ssl, run)
+            loss = built.loss
+
+            def recording_loss(student, x, views, teacher, index):
+                # The seam's whole interface: normalised images, augmentations, models and positions; no labels.
+                spy.objective_batches.append(x)
+                spy.objective_index.append(index.tolist())
+                return loss(student, x, views, teacher, index)
+
+            built.loss = recording_loss
+            return built
 
         monkeypatch.setattr(engine, "InMemoryImages", RecordingImages)
         monkeypatch.setattr(engine, "collate_pure", recording_collate)
-        monkeypatch.setitem(engine.UNLABELED_OBJECTIVES, method, objective)
+        monkeypatch.setattr(engine, "build_method", recording_build)
+        if method == "spy":
+            monkeypatch.setitem(methods.METHODS, "spy", methods.Spec("a stand-in that learns from unlabeled batches"))
 
 
 def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy", **ssl_settings):
@@ -111,11 +122,11 @@ def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy", **ssl_setti
     cfg = TrainConfig(batch_size=8, epochs=1, device="cpu", amp=False, ema=0.9 if method == "mean_teacher" else 0.0)
     # Weight 1 from the first epoch, every unlabeled batch once. model_construct: 'spy' is no method of the schema.
     ssl = SSLConfig.model_construct(method=method, warmup_epochs=0, unlabeled_ratio=None, **ssl_settings)
-    return engine.fit(model, x, train_labels, labeled, unlabeled, x[:10], torch.arange(10), cfg, seed=0, ssl=ssl)
+    return engine.fit(model, FitInputs(x, train_labels, labeled, unlabeled, x[:10], torch.arange(10)), cfg, seed=0, ssl=ssl)
 
 
 @pytest.mark.parametrize("method, settings", [
-    ("spy", {}), *[(method, {}) for method in sorted(engine.UNLABELED_OBJECTIVES)],
+    ("spy", {}), *[(method, {}) for method in methods.METHODS],
     ("fixmatch", {"dist_align": True, "strong": "randaugment"}),
     ("flexmatch", {"dist_align": True, "strong": "randaugment"}),
     ("freematch", {"strong": "randaugment"}),
@@ -189,9 +200,8 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_fit(model, train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels, *rest,
-                 **options):
-        calls.append((train_images, train_labels, labeled_pos, unlabeled_pos, valid_images, valid_labels))
+    def fake_fit(model, data, *rest, **options):
+        calls.append(tuple(data))
         return {"state_dict": {}, "best_epoch": 1, "history": [], "epochs_run": 0, "train_seconds": 0.0,
                 "world_size": 1,
                 "images_per_s": 0.0, "device": "cpu", "mean": [0.5], "std": [0.5]}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fewlabels import checkpoint
-from fewlabels.data import mask_labels
-from fewlabels.engine import fit
+from fewlabels import checkpoint, methods
+from fewlabels.data import FitInputs, mask_labels
+from fewlabels.engine import Hooks, fit
 from fewlabels.errors import DataError
 from fewlabels.models import build_model
 from fewlabels.params import SSLConfig, TrainConfig
@@ -24,7 +24,7 @@ RECIPES = {  # each touches a different piece of state: scheduler kinds, momentu
     "step_smoothing": ({"scheduler": "step", "step_milestones": [2], "label_smoothing": 0.1}, {}),
     "plateau_valid_loss": ({"scheduler": "plateau", "select_metric": "valid_loss", "patience": 2}, {}),
     "fixmatch_ema": ({"ema": 0.9, "augment": "crop"}, {"method": "fixmatch", "threshold": 0.5, "warmup_epochs": 1}),
-    # the pseudo-labelling statistics (fewlabels.pseudolabels): FlexMatch's per-image memory and distribution
+    # the methods' running statistics (fewlabels.methods): FlexMatch's per-image memory and distribution
     # alignment's class average here, with the published FixMatch optimizer and schedule; FreeMatch's averages next
     "flexmatch_dist_align_cosine": (
         {"optimizer": "sgd", "nesterov": True, "scheduler": "cosine", "weight_decay": 5e-4, "ema": 0.9,
@@ -33,6 +33,9 @@ RECIPES = {  # each touches a different piece of state: scheduler kinds, momentu
          "warmup_epochs": 0, "ema_teacher": False}),
     "freematch_randaugment": ({"augment": "crop"}, {"method": "freematch", "stats_ema": 0.9, "strong": "randaugment",
                                                     "warmup_epochs": 1}),
+
+    "pseudo_label": ({}, {"method": "pseudo_label", "threshold": 0.5}),
+    "mean_teacher": ({"ema": 0.9}, {"method": "mean_teacher"}),
 }
 EPOCHS = 4
 
@@ -58,9 +61,13 @@ def train(tmp_path, recipe, resume=None, stop_after=None):
 
     torch.manual_seed(0)
     model = build_model("bn_small", 1, SIZE, 10)
-    result = fit(model, x, mask_labels(y, labeled), labeled, unlabeled, vx, vy, cfg, 0, ssl,
-                 resume=resume, save_state=save_state)
+    result = fit(model, FitInputs(x, mask_labels(y, labeled), labeled, unlabeled, vx, vy), cfg, 0, ssl,
+                 Hooks(save_state=save_state, resume=resume))
     return result, states
+
+
+def test_every_method_has_a_resume_recipe():
+    assert {ssl.get("method", "skip") for _, ssl in RECIPES.values()} == set(methods.METHODS)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -109,9 +116,7 @@ def test_resume_store_keys_runs_and_refuses_foreign_files(tmp_path):
     assert not (tmp_path / "resume").exists()
 
 
-def test_project_sources_are_the_imported_project_modules():
-    import fewlabels.engine  # noqa: F401  imported: listed
-
+def test_project_sources_are_every_project_module_imported_or_not():
     sources = dict(checkpoint.project_sources())
-    assert "fewlabels/engine.py" in sources and "fewlabels/checkpoint.py" in sources
-    assert all(path.startswith(("fewlabels/", "stages/")) for path in sources)
+    assert "fewlabels/engine.py" in sources and "fewlabels/methods/fixmatch.py" in sources
+    assert all(path.startswith(("fewlabels/", "stages/")) and path.endswith(".py") for path in sources)

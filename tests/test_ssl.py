@@ -4,11 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewlabels import augment, engine, pseudolabels
-from fewlabels.data import mask_labels
+from fewlabels import augment, engine, methods
+from fewlabels.data import FitInputs, mask_labels
 from fewlabels.engine import fit
 from fewlabels.params import SSLConfig, TrainConfig
 from fewlabels.errors import ParamError
+from fewlabels.methods.base import Run
 from fewlabels.params import read, validate
 from test_engine import separable, tiny_model
 
@@ -25,13 +26,12 @@ def weights_after_unlabeled_only(method: str, **ssl_settings) -> tuple[dict, dic
     # threshold 0: every prediction counts as confident; no warm-up, so epoch 1 already uses them; with no
     # labeled batch to count unlabeled ones against, unlabeled_ratio null keeps them all.
     ssl = SSLConfig(**{"method": method, "threshold": 0.0, "warmup_epochs": 0, "unlabeled_ratio": None, **ssl_settings})
-    result = fit(model, x, mask_labels(y, []), [], list(range(N)), vx, vy, cfg, 0, ssl)
+    result = fit(model, FitInputs(x, mask_labels(y, []), [], list(range(N)), vx, vy), cfg, 0, ssl)
     return before, result["state_dict"]
 
 
 @pytest.mark.parametrize("method, settings, changes", [
-    ("skip", {}, False), ("pseudo_label", {}, True), ("fixmatch", {}, True), ("mean_teacher", {}, True),
-    ("flexmatch", {}, True), ("freematch", {}, True),
+    *[(name, {}, spec.learns) for name, spec in methods.METHODS.items()],
     ("mean_teacher", {"strong": "randaugment"}, True),
     ("fixmatch", {"dist_align": True, "strong": "randaugment"}, True),
     ("flexmatch", {"dist_align": True, "strong": "randaugment"}, True),
@@ -60,11 +60,12 @@ def views(weak="crop", strong="affine_jitter_cutout") -> augment.Views:
                                                          torch.full((1, 1, 1, 1), 0.35)))
 
 
-def fixed(threshold: float) -> pseudolabels.PseudoLabels:
-    return pseudolabels.PseudoLabels(pseudolabels.FixedThreshold(threshold))
-
-
 INDEX = torch.arange(8)  # positions of the 8 images the objectives below get
+
+
+def method(name: str, **ssl_settings):
+    """The method `name` of a run whose 8 training images are all unlabeled, with 10 classes."""
+    return engine.build_method(SSLConfig(method=name, **ssl_settings), Run(10, INDEX.numpy(), 8, torch.device("cpu")))
 
 
 @pytest.mark.parametrize("threshold, trains", [(0.0, True), (1.0, False)])
@@ -73,7 +74,7 @@ def test_threshold_masks_unconfident_predictions(threshold, trains):
     torch.manual_seed(0)
     model = tiny_model()
     x = torch.randn(8, 1, 16, 16)
-    loss = engine.fixmatch(model, x, SSLConfig(threshold=threshold), views(), model, fixed(threshold), INDEX)
+    loss = method("fixmatch", threshold=threshold).loss(model, x, views(), model, INDEX)
     assert (loss.item() > 0) == trains
 
 
@@ -87,8 +88,7 @@ def test_fixmatch_takes_its_targets_from_the_teacher():
 
     def loss_towards(cls):
         torch.manual_seed(1)
-        return engine.fixmatch(student, x, SSLConfig(threshold=0.99), views("none"), teacher_of(cls), fixed(0.99),
-                               INDEX)
+        return method("fixmatch", threshold=0.99).loss(student, x, views("none"), teacher_of(cls), INDEX)
 
     torch.manual_seed(1)
     expected = torch.nn.functional.cross_entropy(student(augment.strong(x, augment.POLICIES["none"])),
@@ -103,15 +103,16 @@ def test_mean_teacher_loss_is_zero_when_student_and_teacher_agree_on_any_view():
     with torch.no_grad():
         constant[1].weight.zero_()
     x = torch.randn(8, 1, 16, 16)
-    assert engine.mean_teacher(constant, x, SSLConfig(), views(), constant, None, INDEX).item() == 0.0
+    mean_teacher = method("mean_teacher")
+    assert mean_teacher.loss(constant, x, views(), constant, INDEX).item() == 0.0
     other = tiny_model()
-    assert engine.mean_teacher(constant, x, SSLConfig(), views(), other, None, INDEX).item() > 0
+    assert mean_teacher.loss(constant, x, views(), other, INDEX).item() > 0
 
 
 def test_mean_teacher_without_a_weight_average_is_an_error():
     x, y = separable(20)
     with pytest.raises(ParamError, match="train.ema"):
-        fit(tiny_model(), x, mask_labels(y, []), [], list(range(20)), x, y, TrainConfig(device="cpu"), 0,
+        fit(tiny_model(), FitInputs(x, mask_labels(y, []), [], list(range(20)), x, y), TrainConfig(device="cpu"), 0,
             SSLConfig(method="mean_teacher"))
 
 
@@ -130,7 +131,7 @@ def test_one_optimizer_step_per_labeled_batch(monkeypatch):
     x, y = separable(N)
     labeled = list(range(0, N, 3))
     cfg = TrainConfig(epochs=1, batch_size=5, device="cpu")
-    fit(tiny_model(), x, mask_labels(y, labeled), labeled, sorted(set(range(N)) - set(labeled)), x, y, cfg, 0,
+    fit(tiny_model(), FitInputs(x, mask_labels(y, labeled), labeled, sorted(set(range(N)) - set(labeled)), x, y), cfg, 0,
         SSLConfig(method="fixmatch", threshold=0.0, warmup_epochs=0))
     expected = [i + 1 for i, labeled_batch in enumerate(kinds) if labeled_batch]
     if not kinds[-1]:

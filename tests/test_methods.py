@@ -1,4 +1,5 @@
-"""Threshold rules, distribution alignment and FreeMatch's fairness loss (fewlabels.pseudolabels).
+"""The semi-supervised methods as units (fewlabels.methods): the registry, and the numerics of each method's
+threshold rule, distribution alignment and FreeMatch's fairness loss.
 
 Each rule is checked on a small example computed by hand, and against USB's own code on random batches: the
 `usb_*` functions below restate semilearn's hooks (microsoft/Semi-supervised-learning, MIT licence) line for line,
@@ -10,9 +11,33 @@ from collections import Counter
 import pytest
 import torch
 
+from fewlabels import engine, methods
+from fewlabels.methods.base import Method, Run
+from fewlabels.methods.fixmatch import DistAlign
+from fewlabels.methods.freematch import fairness_loss
 from fewlabels.params import SSLConfig
-from fewlabels.pseudolabels import (DistAlign, FixedThreshold, FlexMatchThreshold, FreeMatchThreshold, PseudoLabels,
-                                    build, fairness_loss)
+
+
+def build(method: str, classes: int, unlabeled=range(0), n_images: int = 0, **ssl_settings) -> Method:
+    """Method `method` of a run with `classes` classes whose training set has `n_images` images, those at
+    positions `unlabeled` unlabeled."""
+    ssl = SSLConfig(method=method, **ssl_settings)
+    return engine.build_method(ssl, Run(classes, list(unlabeled), n_images, torch.device("cpu")))
+
+
+# the registry -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", methods.METHODS)
+def test_every_registered_method_is_a_module_with_its_method(name):
+    method = build(name, 4, range(8), 8)
+    assert isinstance(method, Method) and type(method).__module__ == f"fewlabels.methods.{name}"
+    assert set(method.state_dict()) >= set(type(method).STATE)
+
+
+def test_the_schema_offers_exactly_the_registered_methods():
+    assert SSLConfig.model_fields["method"].annotation.__args__ == tuple(methods.METHODS)
+    for name, spec in methods.METHODS.items():
+        assert f"{name} ({spec.meaning})" in SSLConfig.model_fields["method"].description
 
 
 def probs(*rows):
@@ -30,7 +55,7 @@ def random_batches(n_batches=30, batch=16, classes=4, n_unlabeled=40, seed=0):
 # FixMatch ---------------------------------------------------------------------------------------
 
 def test_fixed_threshold_keeps_confidence_at_or_above_the_cutoff():
-    mask = FixedThreshold(0.7).mask(probs([0.7, 0.3], [0.6, 0.4], [0.1, 0.9]), torch.arange(3), None)
+    mask = build("fixmatch", 2, threshold=0.7).mask(probs([0.7, 0.3], [0.6, 0.4], [0.1, 0.9]), torch.arange(3), None)
     assert mask.tolist() == [1.0, 0.0, 1.0]
 
 
@@ -38,7 +63,7 @@ def test_fixed_threshold_keeps_confidence_at_or_above_the_cutoff():
 
 def test_flexmatch_thresholds_by_hand():
     """6 unlabeled images at training positions 10-15 of 20; 3 classes; cutoff 0.9."""
-    flex = FlexMatchThreshold(0.9, 3, range(10, 16), 20, "cpu")
+    flex = build("flexmatch", 3, range(10, 16), 20, threshold=0.9)
     assert flex.thresholds().tolist() == [0, 0, 0]  # nothing selected yet: every prediction counts
     flex.selected[:3] = torch.tensor([0, 0, 1])
     # counts: 3 unused, class 0: 2, class 1: 1, class 2: 0 -> beta = [2/3, 1/3, 0]; threshold 0.9 beta / (2 - beta)
@@ -55,7 +80,7 @@ def test_flexmatch_thresholds_by_hand():
 
 
 def test_flexmatch_forgets_nothing_an_unconfident_batch_says():
-    flex = FlexMatchThreshold(0.9, 2, [0, 1], 2, "cpu")
+    flex = build("flexmatch", 2, [0, 1], 2, threshold=0.9)
     flex.update(probs([0.95, 0.05], [0.2, 0.8]), torch.tensor([0, 1]))
     flex.update(probs([0.6, 0.4], [0.3, 0.7]), torch.tensor([0, 1]))
     assert flex.selected.tolist() == [0, -1]
@@ -82,7 +107,7 @@ def usb_flexmatch_masks(batches, n_unlabeled, classes, cutoff):
 
 def test_flexmatch_masks_as_usb_does():
     batches = list(random_batches())
-    flex = FlexMatchThreshold(0.9, 4, range(40), 40, "cpu")
+    flex = build("flexmatch", 4, range(40), 40, threshold=0.9)
     ours = [flex.mask(p, index, (p, index)) for p, index in batches]
     assert [m.tolist() for m in ours] == [m.tolist() for m in usb_flexmatch_masks(batches, 40, 4, 0.9)]
     assert 0 < torch.cat(ours).mean() < 1  # the example exercises both outcomes
@@ -92,7 +117,7 @@ def test_flexmatch_masks_as_usb_does():
 
 def test_freematch_thresholds_by_hand():
     """2 classes, momentum 0.5: everything starts at 1/2, and the batch is recorded before it is masked."""
-    free = FreeMatchThreshold(2, 0.5, "cpu")
+    free = build("freematch", 2, stats_ema=0.5)
     assert free.thresholds().tolist() == [0.5, 0.5]
     batch = probs([0.9, 0.1], [0.6, 0.4], [0.3, 0.7])
     mask = free.mask(batch, torch.arange(3), (batch, torch.arange(3)))
@@ -125,7 +150,7 @@ def usb_freematch(batches, classes, m):
 
 def test_freematch_masks_and_statistics_as_usb():
     batches = list(random_batches())
-    free = FreeMatchThreshold(4, 0.9, "cpu")
+    free = build("freematch", 4, stats_ema=0.9)
     ours = [free.mask(p, index, (p, index)) for p, index in batches]
     masks, (time_p, p_model, label_hist) = usb_freematch(batches, 4, 0.9)
     assert [m.tolist() for m in ours] == [m.tolist() for m in masks] and 0 < torch.cat(ours).mean() < 1
@@ -220,9 +245,10 @@ def test_distribution_alignment_as_usb():
 def test_alignment_runs_before_the_threshold_rule():
     """With alignment on, the rule sees (and the targets come from) the aligned probabilities."""
     batch = probs([0.8, 0.2], [0.7, 0.3])  # the model favours class 0; aligned, row 1 turns to class 1
-    targets, keep = PseudoLabels(FixedThreshold(0.5), DistAlign(2, 0.0, "cpu")).select(batch, torch.arange(2))
+    aligned = build("fixmatch", 2, threshold=0.5, dist_align=True, stats_ema=0.0)
+    targets, keep = aligned.select(batch, torch.arange(2))
     assert targets.tolist() == [0, 1] and keep.tolist() == [1, 1]
-    targets, _ = PseudoLabels(FixedThreshold(0.5)).select(batch, torch.arange(2))
+    targets, _ = build("fixmatch", 2, threshold=0.5).select(batch, torch.arange(2))
     assert targets.tolist() == [0, 0]
 
 
@@ -230,17 +256,17 @@ def test_alignment_runs_before_the_threshold_rule():
 
 @pytest.mark.parametrize("method, dist_align", [("fixmatch", True), ("flexmatch", True), ("freematch", False)])
 def test_state_dict_round_trip_continues_identically(method, dist_align):
-    ssl = SSLConfig(method=method, dist_align=dist_align, stats_ema=0.9, threshold=0.9)
+    ssl = {"method": method, "dist_align": dist_align, "stats_ema": 0.9, "threshold": 0.9}
     batches = list(random_batches())
-    whole = build(ssl, 4, range(40), 40, "cpu")
+    whole = build(**ssl, classes=4, unlabeled=range(40), n_images=40)
     masks = [whole.select(p, index)[1] for p, index in batches]
-    first = build(ssl, 4, range(40), 40, "cpu")
+    first = build(**ssl, classes=4, unlabeled=range(40), n_images=40)
     for p, index in batches[:10]:
         first.select(p, index)
-    second = build(ssl, 4, range(40), 40, "cpu")
+    second = build(**ssl, classes=4, unlabeled=range(40), n_images=40)
     second.load_state_dict(first.state_dict())
     assert [second.select(p, index)[1].tolist() for p, index in batches[10:]] == [m.tolist() for m in masks[10:]]
-    fresh = build(ssl, 4, range(40), 40, "cpu")  # control: without the state the masks differ
+    fresh = build(**ssl, classes=4, unlabeled=range(40), n_images=40)  # control: without the state the masks differ
     assert [fresh.select(p, index)[1].tolist() for p, index in batches[10:]] != [m.tolist() for m in masks[10:]]
 
 
@@ -248,9 +274,9 @@ def test_state_dict_round_trip_continues_identically(method, dist_align):
 def test_ranks_that_gather_the_global_batch_keep_the_statistics_of_one_process(method, dist_align):
     """Two ranks, each masking its share of every batch but recording the whole (gathered) batch, end with the
     statistics, targets and masks of one process that saw the whole batches."""
-    ssl = SSLConfig(method=method, dist_align=dist_align, stats_ema=0.9, threshold=0.9)
-    single = build(ssl, 4, range(40), 40, "cpu")
-    ranks = [build(ssl, 4, range(40), 40, "cpu") for _ in range(2)]
+    ssl = {"method": method, "dist_align": dist_align, "stats_ema": 0.9, "threshold": 0.9}
+    single = build(**ssl, classes=4, unlabeled=range(40), n_images=40)
+    ranks = [build(**ssl, classes=4, unlabeled=range(40), n_images=40) for _ in range(2)]
     for p, index in random_batches():
         cut = len(p) // 2  # rank 0's share, then rank 1's: the gathered batch in rank order
         shares = [(p[:cut], index[:cut]), (p[cut:], index[cut:])]
