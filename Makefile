@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test test-quick setup fashion-mnist label-curve bench lock lock-cpu image-test
+.PHONY: run test test-quick setup fashion-mnist label-curve bench docs lock lock-cpu image-test
 run: $(STAMP) fashion-mnist
 	dvc repro
 
@@ -28,6 +28,9 @@ label-curve: $(STAMP)  ## queue labeled_frac x ssl.method x seed experiments and
 
 bench: $(STAMP)  ## issue #5: the notebooks vs the project -> bench/results/*.json and a table (CPU: ~12 min)
 	bash bench/run_all.sh
+
+docs: $(STAMP)  ## issue 18: rewrite the docs' measured tables from bench/results/ and reports/label_curve*.csv
+	python -m bench.tables
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)

@@ -1,4 +1,5 @@
-"""Print the benchmarks' results (bench/results/*.json) as one markdown table, then the commands behind them."""
+"""The benchmarks' results (bench/results/*.json) as one markdown table, then the commands behind them
+(`python -m bench.report` prints it; bench/tables.py writes it into the docs)."""
 import json
 
 from bench.common import RESULTS
@@ -42,22 +43,29 @@ def rows() -> list[tuple[str, dict, list[str]]]:
     return out
 
 
-def main() -> None:
+def markdown() -> str:
+    """The table, then the command and the machine's load behind each results file."""
     table = rows()
-    print("| figure | device | notebook | project | ratio | target | met | results |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines = ["| figure | device | notebook | project | ratio | target | met | results |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r, (what, *cells) in table:
         device = "H100" if "H100" in r["environment"]["device_name"] else r["environment"]["device"]
-        print(f"| {what} | {device} | {' | '.join(cells)} | `{name}.json` |")
-    print()
+        lines.append(f"| {what} | {device} | {' | '.join(cells)} | `{name}.json` |")
+    lines.append("")
     seen = set()
     for name, r, _ in table:
         if name not in seen:
             seen.add(name)
             env = r["environment"]
-            print(f"- `{name}.json`: `{env['command']}` ({env['timestamp']}, load average "
-                  f"{'/'.join(map(str, env['load_average_at_start']))} before, other processes used "
-                  f"{env['others_cpu_share']:.0%} of the CPUs meanwhile, {env['torch_threads']} torch threads)")
+            lines.append(f"- `{name}.json`: `{env['command']}` ({env['timestamp']}, load average "
+                         f"{'/'.join(map(str, env['load_average_at_start']))} before, other processes used "
+                         f"{env['others_cpu_share']:.0%} of the CPUs meanwhile, "
+                         f"{env['torch_threads']} torch threads)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    print(markdown(), end="")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""The docs' tables of measured figures, rendered from the files that hold the measurements (issue 18).
+
+A table sits in a markdown file between `<!-- table: NAME -->` and `<!-- /table -->`. `python -m bench.tables`
+(`make docs`) rewrites every one in place; `--check` changes nothing and exits 1 naming each stale table.
+Figures that no results file holds (one-off runs quoted in the prose) stay typed by hand.
+"""
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+from bench import report
+from bench.common import REPO, RESULTS
+from fewlabels.curve import merge
+
+DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
+MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
+# Fashion-MNIST's train split holds 5,400 images of each of its 10 classes (54,000); the index stage keeps
+# round(labeled_frac × 5,400) labels of each (fewlabels.splits.labeled_index).
+CLASSES, PER_CLASS = 10, 5_400
+TARGET_FRAC, TARGET = 0.1, 0.915  # issue 6's test accuracy at 10% labels: cells that reach it are bold
+
+
+def row(cells: list) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def table(head: list[str], rows: list[list]) -> str:
+    return "\n".join([row(head), row(["---"] * len(head)), *map(row, rows)]) + "\n"
+
+
+def labels(frac: float) -> str:
+    return f"{frac} ({CLASSES * round(frac * PER_CLASS):,})"
+
+
+def method_order(method: str) -> tuple:
+    return method != "skip", method  # skip, the supervised baseline, first
+
+
+# the files ----------------------------------------------------------------------------------------
+
+def recipe_runs(path: Path) -> list[dict]:
+    """bench/recipe.py's JSON lines, each with its ssl.method (skip, params.yaml's, unless overridden)."""
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [dict(r, method=dict(o.split("=", 1) for o in r["overrides"]).get("ssl.method", "skip")) for r in runs]
+
+
+def curve_runs(path: Path) -> list[dict]:
+    """A label-curve CSV's rows, numbers as numbers (as fewlabels.curve.merge reads back the kept rows)."""
+    with open(path, newline="") as f:
+        return merge(list(csv.DictReader(f)), [])
+
+
+# the tables ---------------------------------------------------------------------------------------
+
+def method_grid(runs: list[dict], seconds: bool = False) -> str:
+    """labeled_frac rows × ssl.method columns of test accuracy, a row's seeds side by side ('a / b'); with
+    `seconds`, a last column of training seconds. At 1.0 nothing is unlabeled: only skip runs there."""
+    methods = sorted({r["method"] for r in runs}, key=method_order)
+    head = ["labeled_frac (labels)", *methods] + ([f"train s ({' / '.join(methods)})"] if seconds else [])
+    rows = []
+    for frac in sorted({r["labeled_frac"] for r in runs}):
+        here = {(r["method"], r["seed"]): r for r in runs if r["labeled_frac"] == frac}
+        seeds = sorted({seed for _, seed in here})
+        label = labels(frac) + (", " + " / ".join(f"seed {s}" for s in seeds) if len(seeds) > 1 else "")
+        cells, took = [], []
+        for method in methods:
+            ran = [here.get((method, seed)) for seed in seeds]
+            if not any(ran):
+                cells.append("= skip" if frac == 1.0 else "")
+                continue
+            accs = " / ".join(f"{r['test_acc']:.4f}" if r else "–" for r in ran)
+            met = frac == TARGET_FRAC and all(r and r["test_acc"] >= TARGET for r in ran)
+            cells.append(f"**{accs}**" if met else accs)
+            took.append(", ".join(f"{r['train_seconds']:.0f}" for r in ran if r))
+        rows.append([label, *cells] + ([" / ".join(took)] if seconds else []))
+    return table(head, rows)
+
+
+def label_curve(runs: list[dict]) -> str:
+    """One row per run, as reports/label_curve.csv holds them, the experiment's rev shortened."""
+    runs = sorted(runs, key=lambda r: (r["labeled_frac"], method_order(r["method"]), r["seed"]))
+    return table(["labeled_frac (labels)", "method", "seed", "model", "epochs", "device", "test acc", "train s",
+                  "rev"],
+                 [[labels(r["labeled_frac"]), r["method"], r["seed"], f"`{r['model']}`", r["epochs"], r["device"],
+                   f"{r['test_acc']:.4f}", f"{r['train_seconds']:.0f}", f"`{r['rev'][:8]}`"] for r in runs])
+
+
+def ssl_methods(runs: list[dict]) -> str:
+    """One row per run: its ssl.method and whatever else it alone sets, test accuracy, the difference to
+    skip's in points, training seconds."""
+    shared = set.intersection(*(set(r["overrides"]) for r in runs))
+    skip = next(r["test_acc"] for r in runs if r["method"] == "skip")
+
+    def name(r):
+        extra = [o.split("=", 1) for o in r["overrides"] if o not in shared and not o.startswith("ssl.method=")]
+        return f"`{r['method']}`" + "".join(
+            f" + `{key.removeprefix('ssl.')}`" if value == "true" else f" + `{key}={value}`" for key, value in extra)
+
+    rows = [[name(r), f"{r['test_acc']:.4f}",
+             "" if r["method"] == "skip" else f"{(r['test_acc'] - skip) * 100:+.1f}".replace("-", "−"),
+             f"{r['train_seconds']:.0f}"] for r in runs]
+    return table(["ssl.method", "test acc", "vs skip", "train s"],
+                 sorted(rows, key=lambda cells: (cells[0] != "`skip`", cells[0])))
+
+
+def cpu_dispatch(result: dict) -> str:
+    """One row per fresh process of bench/cpu_dispatch.py: the kernels asked for and got, and what they trained."""
+    return table(["ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "kernels", "weights md5", "test acc", "train s"],
+                 [[r["ATEN_CPU_CAPABILITY"] or "(unset)", r["ONEDNN_MAX_CPU_ISA"] or "(unset)", r["capability"],
+                   f"`{r['weights_md5'][:8]}…`", f"{r['test_acc']:.4f}", f"{r['train_seconds']:.1f}"]
+                  for r in result["runs"]])
+
+
+def tables() -> dict[str, str]:
+    """Every table by its marker name, rendered from the files as they are now."""
+    grid = recipe_runs(RESULTS / "ssl_grid_h100.jsonl")
+    per_pass = curve_runs(REPO / "reports" / "label_curve_per_pass.csv")
+    return {
+        "bench": report.markdown(),
+        "cpu_dispatch": cpu_dispatch(json.loads((RESULTS / "cpu_dispatch.json").read_text())),
+        # ssl_grid.sh's cells train with flip_crop; its one flip_crop_cutout run is quoted in the prose
+        "ssl_grid_h100": method_grid([r for r in grid if "train.augment=flip_crop" in r["overrides"]]),
+        "ssl_methods_cpu": ssl_methods(recipe_runs(RESULTS / "ssl_methods_cpu.jsonl")),
+        "label_curve": label_curve(curve_runs(REPO / "reports" / "label_curve.csv")),
+        "label_curve_per_pass": method_grid(per_pass, seconds=True),
+    }
+
+
+# the docs -----------------------------------------------------------------------------------------
+
+def render(text: str, rendered: dict[str, str]) -> str:
+    """`text` with every marked table replaced by its rendering."""
+    return MARKER.sub(lambda m: m[1] + rendered[m[2]] + m[4], text)
+
+
+def stale(docs: dict[str, str], rendered: dict[str, str]) -> list[str]:
+    """'doc: name' of every marked table in `docs` ({path: text}) that differs from its rendering."""
+    return [f"{doc}: {m[2]}" for doc, text in docs.items() for m in MARKER.finditer(text) if m[3] != rendered[m[2]]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each stale table")
+    args = parser.parse_args()
+    docs = {str(path.relative_to(REPO)): path.read_text() for path in DOCS}
+    rendered = tables()
+    unknown = {m[2] for text in docs.values() for m in MARKER.finditer(text)} - set(rendered)
+    if unknown:
+        sys.exit(f"error: no table is named {', '.join(sorted(unknown))}; bench/tables.py renders "
+                 f"{', '.join(rendered)}")
+    if args.check:
+        old = stale(docs, rendered)
+        if old:
+            sys.exit("stale: " + "; ".join(old) + " (run `make docs`)")
+        return
+    for doc, text in docs.items():
+        new = render(text, rendered)
+        if new != text:
+            (REPO / doc).write_text(new)
+            print(f"rewrote {doc}")
+
+
+if __name__ == "__main__":
+    main()

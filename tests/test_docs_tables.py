@@ -1,0 +1,101 @@
+"""The docs' measured tables (bench/tables.py): the committed ones are what the results files render, and
+each renderer formats figures as the docs show them."""
+import csv
+import sys
+
+import pytest
+
+from bench import tables
+from fewlabels.curve import FIELDS
+
+
+def test_committed_docs_are_what_the_results_files_render():
+    docs = {str(path.relative_to(tables.REPO)): path.read_text() for path in tables.DOCS}
+    assert tables.stale(docs, tables.tables()) == [], "a measured table is stale: run `make docs`"
+
+
+def test_every_rendered_table_has_its_place_in_the_docs():
+    marked = {m[2] for path in tables.DOCS for m in tables.MARKER.finditer(path.read_text())}
+    assert marked == set(tables.tables())
+
+
+def run(frac, method, seed, acc, seconds=0.0):
+    return {"labeled_frac": frac, "method": method, "seed": seed, "test_acc": acc, "train_seconds": seconds}
+
+
+def test_method_grid_sets_seeds_side_by_side_and_bolds_the_target():
+    runs = [run(0.1, "fixmatch", 1, 0.9167, 317.0), run(0.1, "skip", 0, 0.9128, 112.1),
+            run(0.1, "fixmatch", 0, 0.91889, 386.2), run(0.1, "skip", 1, 0.9107, 110.1),
+            run(1.0, "skip", 0, 0.94639, 160.5), run(0.01, "fixmatch", 0, 0.808, 155.4)]
+    assert tables.method_grid(runs, seconds=True).splitlines() == [
+        "| labeled_frac (labels) | skip | fixmatch | train s (skip / fixmatch) |",
+        "| --- | --- | --- | --- |",
+        "| 0.01 (540) |  | 0.8080 | 155 |",
+        "| 0.1 (5,400), seed 0 / seed 1 | 0.9128 / 0.9107 | **0.9189 / 0.9167** | 112, 110 / 386, 317 |",
+        "| 1.0 (54,000) | 0.9464 | = skip | 160 |",
+    ]
+
+
+def test_ssl_methods_names_what_a_run_alone_sets_and_its_points_over_skip():
+    base = ["train.epochs=15", "train.lr=0.03"]
+    runs = [dict(run(0.01, "flexmatch", 0, 0.7788, 209.9), overrides=[*base, "ssl.method=flexmatch"]),
+            dict(run(0.01, "fixmatch", 0, 0.7972, 192.0),
+                 overrides=[*base, "ssl.method=fixmatch", "ssl.dist_align=true"]),
+            dict(run(0.01, "skip", 0, 0.7978, 17.4), overrides=base)]
+    assert tables.ssl_methods(runs).splitlines()[2:] == [
+        "| `skip` | 0.7978 |  | 17 |",
+        "| `fixmatch` + `dist_align` | 0.7972 | −0.1 | 192 |",
+        "| `flexmatch` | 0.7788 | −1.9 | 210 |",
+    ]
+
+
+def test_label_curve_reads_the_csv_and_lists_each_run(tmp_path):
+    path = tmp_path / "label_curve.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(FIELDS)
+        writer.writerow([0.01, "fixmatch", 0, 0.8285, "bn_cnn", 2, "cpu", 370.6, "61e22133038a9459e8767e46217a4915"])
+        writer.writerow([0.01, "skip", 1, 0.837, "bn_cnn", 10, "cuda", 371.5, "b0624b68d0d18320442ba24f29423a77"])
+    assert tables.label_curve(tables.curve_runs(path)).splitlines()[2:] == [
+        "| 0.01 (540) | skip | 1 | `bn_cnn` | 10 | cuda | 0.8370 | 372 | `b0624b68` |",
+        "| 0.01 (540) | fixmatch | 0 | `bn_cnn` | 2 | cpu | 0.8285 | 371 | `61e22133` |",
+    ]
+
+
+def test_cpu_dispatch_marks_unset_variables_and_shortens_the_digest():
+    result = {"runs": [{"ATEN_CPU_CAPABILITY": None, "ONEDNN_MAX_CPU_ISA": "SSE41", "capability": "DEFAULT",
+                        "test_acc": 0.87709, "train_seconds": 100.24, "weights_md5": "9be44a70c0c457a9652d02f2"}]}
+    assert tables.cpu_dispatch(result).splitlines()[2] == (
+        "| (unset) | SSE41 | DEFAULT | `9be44a70…` | 0.8771 | 100.2 |")
+
+
+@pytest.fixture
+def doc(tmp_path, monkeypatch):
+    """A docs folder of one file holding a stale table `t` among prose; tables renders `t` fresh."""
+    path = tmp_path / "docs" / "a.md"
+    path.parent.mkdir()
+    path.write_text("Intro:\n\n<!-- table: t -->\n| old |\n<!-- /table -->\n\nProse.\n")
+    monkeypatch.setattr(tables, "REPO", tmp_path)
+    monkeypatch.setattr(tables, "DOCS", [path])
+    monkeypatch.setattr(tables, "tables", lambda: {"t": "| new |\n"})
+    return path
+
+
+def test_check_names_the_stale_table_and_writes_nothing(doc, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench.tables", "--check"])
+    with pytest.raises(SystemExit, match=r"^stale: docs/a.md: t \(run `make docs`\)$"):
+        tables.main()
+    assert "| old |" in doc.read_text()
+
+
+def test_the_command_rewrites_only_between_the_markers(doc, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench.tables"])
+    tables.main()
+    assert doc.read_text() == "Intro:\n\n<!-- table: t -->\n| new |\n<!-- /table -->\n\nProse.\n"
+
+
+def test_a_marker_naming_no_table_is_an_error(doc, monkeypatch):
+    doc.write_text("<!-- table: typo -->\n<!-- /table -->\n")
+    monkeypatch.setattr(sys, "argv", ["bench.tables", "--check"])
+    with pytest.raises(SystemExit, match="no table is named typo"):
+        tables.main()
