@@ -60,12 +60,21 @@ def affine(x: torch.Tensor, degrees: float = 20.0, shear: float = 0.2, scale: fl
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
-POLICIES = {  # train.augment: what labeled batches (and FixMatch's weak view) go through
-    "none": lambda x: x,
-    "crop": translate,                        # safe for digits, whose mirror image is another digit
-    "flip_crop": lambda x: translate(flip(x)),  # clothes and objects look the same mirrored
-    "flip_crop_cutout": lambda x: cutout(translate(flip(x))),  # and an 8x8 square hidden (random erasing)
-}
+# train.augment (fewlabels.registry.AUGMENTS): what labeled batches (and FixMatch's weak view) go through
+
+def none(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+crop = translate  # safe for digits, whose mirror image is another digit
+
+
+def flip_crop(x: torch.Tensor) -> torch.Tensor:
+    return translate(flip(x))  # clothes and objects look the same mirrored
+
+
+def flip_crop_cutout(x: torch.Tensor) -> torch.Tensor:
+    return cutout(translate(flip(x)))  # and an 8x8 square hidden (random erasing)
 
 
 def strong(x: torch.Tensor, weak) -> torch.Tensor:
@@ -206,7 +215,11 @@ class Views(NamedTuple):
     strong: Callable
 
 
-STRONG = {  # ssl.strong -> (weak policy, normalisation mean and std on the [0, 1] scale) -> the strong view
-    "affine_jitter_cutout": lambda weak, mean, std: lambda x: strong(x, weak),
-    "randaugment": RandAugment,
-}
+# ssl.strong (fewlabels.registry.STRONG_VIEWS): (weak policy, normalisation mean and std on the [0, 1] scale)
+# -> the strong view
+
+def affine_jitter_cutout(weak, mean: torch.Tensor, std: torch.Tensor) -> Callable:
+    return lambda x: strong(x, weak)
+
+
+randaugment = RandAugment

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fewlabels import augment, distributed, methods, optim
+from fewlabels import augment, distributed, methods, optim, registry
 from fewlabels.data import FitInputs, InMemoryImages, PureBatchSampler, collate_pure, one_pass_batches, rank_seed
 from fewlabels.distributed import Dist
 from fewlabels.errors import ParamError
@@ -104,8 +104,8 @@ def setup(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig, d
     # The averaged copy also averages batch-norm statistics (use_buffers), so it is ready to evaluate; as a
     # teacher too it stays in eval mode: no dropout, and batch norm keeps its averaged statistics.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True).eval() if cfg.ema else None
-    weak = augment.POLICIES[cfg.augment]
-    views = augment.Views(weak, augment.STRONG[ssl.strong](weak, normalize.mean / 255, normalize.std / 255))
+    weak = registry.AUGMENTS[cfg.augment]
+    views = augment.Views(weak, registry.STRONG_VIEWS[ssl.strong](weak, normalize.mean / 255, normalize.std / 255))
     dataset = InMemoryImages(data.train_images.to(device), data.train_labels.to(device))
     loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep, views,
                 cfg, ssl, device, sched_when,

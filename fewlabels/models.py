@@ -1,10 +1,12 @@
-"""Registry of the CNNs: the notebooks' models, built for a dataset's channels and image size.
+"""The CNNs: the notebooks' models and a few more, built for a dataset's channels and image size.
 
 Each builder takes (channels, size, n_classes) and returns an nn.Module mapping normalised
 float images [B, C, size, size] to logits [B, n_classes].
 """
 import torch
 from torch import nn
+
+from fewlabels.registry import MODELS
 
 
 def _flat_features(features: nn.Module, channels: int, size: int, name: str) -> int:
@@ -54,7 +56,7 @@ def _cnn(dropout: float, pool):
     return build
 
 
-def _bn_cnn(channels, size, n_classes, name, dropout=0.25):
+def bn_cnn(channels, size, n_classes, name, dropout=0.25):
     """Three conv blocks (32-64-128, 3x3 same, batch norm, max-pool), fc128 with batch norm and dropout."""
     blocks, width = [], channels
     for out in (32, 64, 128):
@@ -65,7 +67,7 @@ def _bn_cnn(channels, size, n_classes, name, dropout=0.25):
     return ConvNet(features, [128], head, n_classes, channels, size, name)
 
 
-def _lenet(channels, size, n_classes, name):
+def lenet(channels, size, n_classes, name):
     """conv20-conv40 (5x5, unpadded) with max-pooling, then fc 240-120-84-n_classes."""
     features = nn.Sequential(
         nn.Conv2d(channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
@@ -102,7 +104,7 @@ def _bn_net(widths: tuple[int, ...]):
     return build
 
 
-def _vgg_bn(channels, size, n_classes, name, widths=(64, 128, 256), dropout=0.25):
+def vgg_bn(channels, size, n_classes, name, widths=(64, 128, 256), dropout=0.25):
     """VGG-style: per width two 3x3 conv + batch norm + ReLU, then max-pool 2; global average pool, dropout, linear.
 
     Wider and deeper than the notebooks' CNNs, for the semi-supervised recipes (GPU-sized: ~1.1M parameters).
@@ -117,18 +119,14 @@ def _vgg_bn(channels, size, n_classes, name, widths=(64, 128, 256), dropout=0.25
     return ConvNet(features, [], None, n_classes, channels, size, name)
 
 
-MODELS = {
-    "cnn": _cnn(0.25, lambda: nn.MaxPool2d(2)),
-    "adaptive_cnn": _cnn(0.25, lambda: nn.AdaptiveAvgPool2d(12)),  # 12x12 whatever the input size
-    "simple_cnn": _cnn(0.0, lambda: nn.MaxPool2d(2)),
-    "bn_cnn": _bn_cnn,
-    "lenet": _lenet,
-    "cifar_relu": _cifar(nn.ReLU),
-    "cifar_tanh": _cifar(nn.Tanh),
-    "bn_small": _bn_net((16, 32, 64)),   # 29,178 parameters on 28x28x1
-    "bn_wide": _bn_net((32, 64, 128)),   # 104,426 parameters on 28x28x1: bn_cnn without its fc128 and dropout
-    "vgg_bn": _vgg_bn,
-}
+# The registry's models (fewlabels.registry.MODELS), each a builder (channels, size, n_classes, name) -> nn.Module
+cnn = _cnn(0.25, lambda: nn.MaxPool2d(2))
+adaptive_cnn = _cnn(0.25, lambda: nn.AdaptiveAvgPool2d(12))  # 12x12 whatever the input size
+simple_cnn = _cnn(0.0, lambda: nn.MaxPool2d(2))
+cifar_relu = _cifar(nn.ReLU)
+cifar_tanh = _cifar(nn.Tanh)
+bn_small = _bn_net((16, 32, 64))   # 29,178 parameters on 28x28x1
+bn_wide = _bn_net((32, 64, 128))   # 104,426 parameters on 28x28x1: bn_cnn without its fc128 and dropout
 
 
 def build_model(name: str, channels: int, size: int, n_classes: int) -> nn.Module:
@@ -139,3 +137,15 @@ def build_model(name: str, channels: int, size: int, n_classes: int) -> nn.Modul
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def markdown_table(channels: int = 1, size: int = 28) -> str:
+    """The README's models table: each registry model, its meaning and its parameters on channels x size^2 images."""
+    rows = [f"| name | what | parameters ({size}×{size}×{channels}) |", "| --- | --- | --- |"]
+    for name, meaning in MODELS.meanings.items():
+        rows.append(f"| `{name}` | {meaning} | {count_parameters(build_model(name, channels, size, 10)):,} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -23,21 +23,18 @@ from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import AliasEvent
 
-from fewlabels import methods
+from fewlabels import methods, registry
 from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
 from fewlabels.errors import ParamError
 
-# The names of the registries these settings pick from. The registries live beside the code that runs them
-# (fewlabels.models.MODELS, engine.OPTIMIZERS, ...), which imports torch; tests/test_params.py checks that
-# each registry has exactly these names.
+# The choices come from the registries themselves (torch-free: fewlabels.registry, fewlabels.methods).
 Dataset = Literal[tuple(DATASETS)]
-ModelName = Literal["cnn", "adaptive_cnn", "simple_cnn", "bn_cnn", "lenet", "cifar_relu", "cifar_tanh",
-                    "bn_small", "bn_wide", "vgg_bn"]
-Optimizer = Literal["adam", "sgd"]
-Scheduler = Literal["none", "step", "plateau", "onecycle", "cosine"]
-AugmentPolicy = Literal["none", "crop", "flip_crop", "flip_crop_cutout"]
-SSLMethod = Literal[tuple(methods.METHODS)]  # the registry itself: torch-free
-StrongAugment = Literal["affine_jitter_cutout", "randaugment"]
+ModelName = Literal[tuple(registry.MODELS)]
+Optimizer = Literal[tuple(registry.OPTIMIZERS)]
+Scheduler = Literal[tuple(registry.SCHEDULERS)]
+AugmentPolicy = Literal[tuple(registry.AUGMENTS)]
+SSLMethod = Literal[tuple(methods.METHODS)]
+StrongAugment = Literal[tuple(registry.STRONG_VIEWS)]
 
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
     r"^(https|http|file)://\S+$": "an https://, http:// or file:// URL",
@@ -108,7 +105,7 @@ class SplitConfig(Section):
 
 class TrainConfig(Section):
     """How the train stage fits a model (params.yaml `train:`)."""
-    optimizer: Optimizer = Field("adam", description="optimizer: adam, or sgd with momentum")
+    optimizer: Optimizer = Field("adam", description=f"optimizer: {registry.OPTIMIZERS.describe()}")
     lr: float = Field(0.001, gt=0, description="learning rate (the peak rate for onecycle)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum (published FixMatch)")
@@ -121,9 +118,7 @@ class TrainConfig(Section):
         None, description="optimizer steps (labeled batches) per epoch, drawn from as many shuffled passes over the "
                           "labeled images as they take; null: one pass over the whole train split's worth (844 for "
                           "Fashion-MNIST at batch 64), the same budget at every labeled_frac")
-    scheduler: Scheduler = Field("none", description="learning-rate schedule: none; step (divide by 10 at "
-                                                     "step_milestones); plateau (on valid loss); onecycle; cosine "
-                                                     "(FixMatch's: lr x cos(7 pi k / 16 K) at step k of K)")
+    scheduler: Scheduler = Field("none", description=f"learning-rate schedule: {registry.SCHEDULERS.describe()}")
     step_milestones: list[Annotated[int, Field(ge=1)]] = Field(
         [5, 8], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
     patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
@@ -134,8 +129,7 @@ class TrainConfig(Section):
         "auto", description="auto: CUDA when torch sees a GPU, else the CPU; cuda without a GPU is an error")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
     augment: AugmentPolicy = Field(
-        "none", description="labeled batches: none; crop (shift up to 2 px); flip_crop (also mirror, not for "
-                            "digits); flip_crop_cutout (also hide an 8x8 square)")
+        "none", description=f"labeled batches (and the weak view): {registry.AUGMENTS.describe()}")
     channels_last: bool = Field(False, description="NHWC memory layout for the convolutions")
     ema: float = Field(0.0, ge=0, lt=1, description="decay per step of a weight average that is validated, "
                                                     "saved and used as the teacher (see ssl.ema_teacher); 0: off")
@@ -154,7 +148,7 @@ class SSLConfig(Section):
         3.0, description="unlabeled batches per labeled batch each epoch; null: every unlabeled image once")
     strong: StrongAugment = Field(
         "affine_jitter_cutout", description="the student's view of an unlabeled batch, after train.augment: "
-                                            "affine_jitter_cutout; randaugment (3 of USB's grayscale ops, grey cutout)")
+                                            f"{registry.STRONG_VIEWS.describe()}")
     dist_align: bool = Field(False, description="fixmatch, flexmatch: align the teacher's class probabilities to "
                                                 "a uniform class distribution (USB's DistAlignEMAHook)")
     stats_ema: float = Field(0.999, ge=0, lt=1, description="decay per unlabeled batch of the running class "

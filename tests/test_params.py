@@ -2,13 +2,12 @@
 import os
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import pytest
 
 from dvcrepo import REPO, write_params
-from fewlabels import augment, engine, models, optim, params
+from fewlabels import engine, params
 from fewlabels.errors import ParamError
 
 
@@ -34,17 +33,6 @@ def test_params_yaml_is_the_schemas_defaults():
 def test_readme_params_table_is_generated_from_the_schema():
     assert params.markdown_table() in (REPO / "README.md").read_text(), (
         "README's params table is stale: paste `python -m fewlabels.params --markdown`")
-
-
-@pytest.mark.parametrize("names, registry", [
-    (params.ModelName, models.MODELS),
-    (params.Optimizer, optim.OPTIMIZERS),
-    (params.Scheduler, optim.SCHEDULERS),
-    (params.AugmentPolicy, augment.POLICIES),
-    (params.StrongAugment, augment.STRONG),
-], ids=["models", "optimizers", "schedulers", "augment", "strong"])
-def test_every_choice_the_schema_allows_exists_and_nothing_else(names, registry):
-    assert list(typing.get_args(names)) == list(registry)
 
 
 def test_config_objects_are_the_schema():

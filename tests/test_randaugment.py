@@ -4,7 +4,7 @@ import contextlib
 import pytest
 import torch
 
-from fewlabels import augment
+from fewlabels import augment, registry
 from fewlabels.augment import GRAY_OPS, apply_op, grey_cutout, random_ops
 
 SIZE = 28
@@ -155,7 +155,7 @@ def normalised(p):
 def test_randaugment_keeps_shape_and_the_pixel_range_and_draws_per_image():
     torch.manual_seed(0)
     x = normalised(pixels(1).expand(32, -1, -1, -1))
-    out = augment.RandAugment(augment.POLICIES["flip_crop"], MEAN, STD)(x)
+    out = augment.RandAugment(registry.AUGMENTS["flip_crop"], MEAN, STD)(x)
     assert out.shape == x.shape
     p = out * STD + MEAN
     assert p.min() >= -1e-6 and p.max() <= 1 + 1e-6
@@ -169,7 +169,7 @@ def test_randaugment_keeps_shape_and_the_pixel_range_and_draws_per_image():
     lambda: torch.autocast("cpu", dtype=torch.bfloat16),
 ], ids=["plain", "bf16-autocast"])
 def test_randaugment_gives_the_same_views_from_the_same_seed(context):
-    ra = augment.RandAugment(augment.POLICIES["flip_crop"], MEAN, STD)
+    ra = augment.RandAugment(registry.AUGMENTS["flip_crop"], MEAN, STD)
     x = normalised(pixels(32))
     torch.manual_seed(4)
     expected = ra(x)
@@ -192,8 +192,8 @@ def test_randaugment_of_identity_ops_is_the_weak_view_mirrored_left_right_only()
 def test_the_default_strong_view_is_todays():
     """ssl.strong affine_jitter_cutout draws exactly what augment.strong did, so earlier results reproduce."""
     x = normalised(pixels(16))
-    weak = augment.POLICIES["flip_crop"]
+    weak = registry.AUGMENTS["flip_crop"]
     torch.manual_seed(5)
     expected = augment.strong(x, weak)
     torch.manual_seed(5)
-    assert torch.equal(augment.STRONG["affine_jitter_cutout"](weak, MEAN, STD)(x), expected)
+    assert torch.equal(registry.STRONG_VIEWS["affine_jitter_cutout"](weak, MEAN, STD)(x), expected)

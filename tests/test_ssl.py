@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewlabels import augment, engine, methods
+from fewlabels import augment, engine, methods, registry
 from fewlabels.data import FitInputs, mask_labels
 from fewlabels.engine import fit
 from fewlabels.params import SSLConfig, TrainConfig
@@ -55,8 +55,8 @@ def test_adaptive_thresholds_train_where_the_fixed_one_would_not(method, trains)
 
 def views(weak="crop", strong="affine_jitter_cutout") -> augment.Views:
     """The augmentations a run with these settings uses (normalisation mean 0.3, std 0.35 on the [0, 1] scale)."""
-    policy = augment.POLICIES[weak]
-    return augment.Views(policy, augment.STRONG[strong](policy, torch.full((1, 1, 1, 1), 0.3),
+    policy = registry.AUGMENTS[weak]
+    return augment.Views(policy, registry.STRONG_VIEWS[strong](policy, torch.full((1, 1, 1, 1), 0.3),
                                                          torch.full((1, 1, 1, 1), 0.35)))
 
 
@@ -91,7 +91,7 @@ def test_fixmatch_takes_its_targets_from_the_teacher():
         return method("fixmatch", threshold=0.99).loss(student, x, views("none"), teacher_of(cls), INDEX)
 
     torch.manual_seed(1)
-    expected = torch.nn.functional.cross_entropy(student(augment.strong(x, augment.POLICIES["none"])),
+    expected = torch.nn.functional.cross_entropy(student(augment.strong(x, registry.AUGMENTS["none"])),
                                                  torch.full((8,), 3))
     assert loss_towards(3).item() == pytest.approx(expected.item())
     assert loss_towards(5).item() != pytest.approx(expected.item())
@@ -189,7 +189,7 @@ def test_affine_rotates_each_image_by_its_own_angle():
 def test_strong_view_differs_from_weak_view():
     torch.manual_seed(0)
     x = torch.randn(16, 1, 28, 28)
-    assert not torch.equal(augment.strong(x, augment.POLICIES["none"]), x)
+    assert not torch.equal(augment.strong(x, registry.AUGMENTS["none"]), x)
 
 
 # params -----------------------------------------------------------------------------------------
