@@ -76,7 +76,7 @@ def project_contender(model_name: str, cfg, data: dict, target: float) -> dict:
     start = time.perf_counter()
     fit(model, FitInputs(x, y, np.arange(len(x)), np.array([], dtype=np.int64),
                          torch.from_numpy(data["x_train"][valid_idx]), torch.from_numpy(data["y_train"][valid_idx])),
-        cfg, p.seed, Hooks(log_epoch))
+        cfg, p.seed, hooks=Hooks(log_epoch))
     wall = time.perf_counter() - start - excluded
     return summary(f"project: fewlabels.engine.fit, model {model_name}", history, target,
                    n_params=count_parameters(model), train_images=len(x), config=cfg.model_dump(),

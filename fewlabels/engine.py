@@ -221,7 +221,7 @@ def resume(state: TrainState, loop: Loop, hooks: Hooks) -> None:
             hooks.log_epoch(row, None)
 
 
-def fit(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig = SSLConfig(),
+def fit(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig = SSLConfig(), *,
         hooks: Hooks = Hooks(), dist: Dist = Dist()) -> dict:
     """Train `model` on `data` (fewlabels.data.fit_inputs); return the best state_dict (by cfg.select_metric),
     the per-epoch history and what the run took. (Seven arguments: the data, two settings sections, the seed,

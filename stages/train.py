@@ -90,7 +90,8 @@ def main() -> None:
                     live.log_metric(f"{split}/{metric}" if metric else key, row[key])
                 live.next_step()
 
-            result = fit(model, inputs, p.train, p.seed, p.ssl, Hooks(log_epoch, store.save, resume), dist)
+            result = fit(model, inputs, p.train, p.seed, p.ssl, hooks=Hooks(log_epoch, store.save, resume),
+                         dist=dist)
     except checkpoint.Mismatch as err:  # the resume state is not this run's (fit checks it before using it)
         raise store.refuse(err) from None
     except KeyboardInterrupt:

@@ -20,6 +20,12 @@ from fewlabels.params import SSLConfig, TrainConfig
 from test_label_hiding import hidden_label_data, indices_of
 
 
+def tensors(state: dict) -> list:
+    """Every tensor of a nested state dict, in order (the method's statistics and its alignment's)."""
+    return [t for value in state.values() if value is not None
+            for t in (tensors(value) if isinstance(value, dict) else [value])]
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     dist = Dist.from_env()
@@ -42,9 +48,8 @@ def main() -> None:
         step(state)
         weights = b"".join(p.detach().cpu().numpy().tobytes() for p in state.model.parameters())
         record["steps"].append(hashlib.sha256(weights).hexdigest())
-        statistics = state.method.state_dict()
         record["statistics"].append(hashlib.sha256(b"".join(
-            t.cpu().numpy().tobytes() for part in statistics.values() if part for t in part.values())).hexdigest())
+            t.cpu().numpy().tobytes() for t in tensors(state.method.state_dict()))).hexdigest())
 
     class RecordingImages(dataset):
         def __init__(self, images, labels):

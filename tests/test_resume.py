@@ -62,7 +62,7 @@ def train(tmp_path, recipe, resume=None, stop_after=None):
     torch.manual_seed(0)
     model = build_model("bn_small", 1, SIZE, 10)
     result = fit(model, FitInputs(x, mask_labels(y, labeled), labeled, unlabeled, vx, vy), cfg, 0, ssl,
-                 Hooks(save_state=save_state, resume=resume))
+                 hooks=Hooks(save_state=save_state, resume=resume))
     return result, states
 
 
