@@ -18,6 +18,7 @@ import torchvision
 from fewlabels.atomic import write_json
 from fewlabels.datasets import DATASETS
 from fewlabels.formats import load_idx_dataset
+from fewlabels.models import build_model
 from fewlabels import params as schema
 from fewlabels.errors import ParamError
 from fewlabels.params import TrainConfig
@@ -56,8 +57,14 @@ def local_mirror() -> Path:
 
 
 def fashion_mnist() -> dict[str, np.ndarray]:
-    """x_train/x_test uint8 [N, 1, 28, 28] and y_train/y_test int64, parsed from the mirror's gz files."""
+    """x_train/x_test uint8 [N, *SPEC.image_shape] and y_train/y_test int64, parsed from the mirror's gz files."""
     return {k: v.copy() for k, v in load_idx_dataset(local_mirror(), SPEC).items()}  # writable copies
+
+
+def fashion_model(name: str) -> torch.nn.Module:
+    """Registry model `name` for Fashion-MNIST's images and classes, as the train stage builds it."""
+    channels, size, _ = SPEC.image_shape
+    return build_model(name, channels, size, len(SPEC.classes))
 
 
 def pipeline_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,10 +78,10 @@ def torchvision_root() -> Path:
     uncompressed idx files, which is all torchvision 0.29 checks for and reads."""
     raw = CACHE / "torchvision" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name in SPEC.files.values():
-        target = raw / name.removesuffix(".gz")
+    for file in SPEC.files.values():
+        target = raw / file.name.removesuffix(".gz")
         if not target.exists():
-            with gzip.open(local_mirror() / name, "rb") as src, open(f"{target}.tmp", "wb") as dst:
+            with gzip.open(local_mirror() / file.name, "rb") as src, open(f"{target}.tmp", "wb") as dst:
                 shutil.copyfileobj(src, dst)
             os.replace(f"{target}.tmp", target)
     return raw.parent.parent

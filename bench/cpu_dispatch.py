@@ -20,13 +20,11 @@ import sys
 
 import torch
 
-from bench.common import REPO, environment, fashion_mnist, params, pipeline_split, save
+from bench.common import REPO, SPEC, environment, fashion_mnist, fashion_model, params, pipeline_split, save
 from fewlabels.data import fit_inputs
 from fewlabels.engine import fit
 from fewlabels.inference import loss_and_accuracy, predict_trained
-from fewlabels.models import build_model
 from fewlabels.splits import labeled_index
-from fewlabels.datasets import DATASETS
 
 CONFIGS = [  # (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA); None: unset (the best the CPU has)
     (None, None), (None, None), ("avx2", None), ("avx2", "AVX2"), ("avx2", "AVX2"), ("default", "SSE41"),
@@ -39,10 +37,10 @@ def child() -> None:
     p = params()
     d = fashion_mnist()
     train_idx, valid_idx = pipeline_split(d["y_train"])
-    labeled, unlabeled = labeled_index(train_idx, d["y_train"], LABELED_FRAC, p.seed, DATASETS["fashion_mnist"].classes)
+    labeled, unlabeled = labeled_index(train_idx, d["y_train"], LABELED_FRAC, p.seed, SPEC.classes)
     cfg = p.train.model_copy(update={"epochs": EPOCHS, "device": "cpu"})
     torch.manual_seed(p.seed)
-    model = build_model(MODEL, 1, 28, 10)
+    model = fashion_model(MODEL)
     result = fit(model, fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled), cfg, p.seed)
     buffer = io.BytesIO()
     torch.save(result["state_dict"], buffer)

@@ -12,8 +12,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-from bench.common import torchvision_root
-from fewlabels.models import build_model
+from bench.common import fashion_model, torchvision_root
 
 BATCH_SIZE = 64
 LR = 1e-3
@@ -29,7 +28,7 @@ def train_loader(batch_size: int = BATCH_SIZE) -> DataLoader:
 
 def model_and_optimizer(device: torch.device, seed: int = 0):
     torch.manual_seed(seed)
-    model = build_model("cnn", 1, 28, 10).to(device)
+    model = fashion_model("cnn").to(device)
     return model, torch.optim.Adam(model.parameters(), lr=LR)
 
 

@@ -1,6 +1,6 @@
 """Train one recipe on the real data outside DVC and print its test accuracy: for exploring recipes fast.
 
-    python bench/recipe.py --frac 0.1 --model bn_cnn \
+    python -m bench.recipe --frac 0.1 --model bn_cnn \
         train.epochs=30 train.augment=flip_crop ssl.method=fixmatch ssl.unlabeled_ratio=3
 
 Settings default to params.yaml; `section.key=value` overrides them (as `dvc exp run -S`: fewlabels.params.override).
@@ -12,19 +12,18 @@ from pathlib import Path
 
 import torch
 
+from bench.common import SPEC, fashion_model, local_mirror
 from fewlabels.data import fit_inputs
-from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
 from fewlabels.engine import fit
 from fewlabels.inference import loss_and_accuracy, predict_trained, resolve_device
 from fewlabels.formats import load_idx_dataset
-from fewlabels.models import build_model
 from fewlabels import params as schema
 from fewlabels.splits import labeled_index, split_train_valid
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, default=Path(DEBIAN_FASHION_MNIST))
+    parser.add_argument("--raw", type=Path, help="Fashion-MNIST's gz files (default: params.yaml's file:// mirror)")
     parser.add_argument("--frac", type=float, default=1.0, help="labeled_frac")
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--seed", type=int, help="seed (default: params.yaml's)")
@@ -36,12 +35,11 @@ def main() -> None:
     if args.seed is not None:
         raw["seed"] = args.seed
     p = schema.validate(schema.override(raw, args.overrides))
-    spec = DATASETS["fashion_mnist"]
-    d = load_idx_dataset(args.raw, spec)
+    d = load_idx_dataset(args.raw or local_mirror(), SPEC)
     train_idx, valid_idx = split_train_valid(d["y_train"], p.split.valid_frac, p.seed)
-    labeled, unlabeled = labeled_index(train_idx, d["y_train"], args.frac, p.seed, spec.classes)
+    labeled, unlabeled = labeled_index(train_idx, d["y_train"], args.frac, p.seed, SPEC.classes)
     cfg = p.train
-    model = build_model(args.model, 1, 28, 10)
+    model = fashion_model(args.model)
     inputs = fit_inputs(d["x_train"], d["y_train"], train_idx, valid_idx, labeled, unlabeled)
     result = fit(model, inputs, cfg, p.seed, p.ssl)
     device = resolve_device(cfg.device)

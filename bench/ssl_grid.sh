@@ -5,14 +5,15 @@
 # Each line of OUT_JSONL is one bench/recipe.py result. Model vgg_bn, Adam with one-cycle lr 3e-3,
 # flip+crop; skip with label smoothing 0.1, fixmatch with 3 unlabeled batches per labeled batch.
 set -euo pipefail
-raw=${1:-/usr/share/datasets/fashion-mnist}
+raw=()  # no RAW_DIR: recipe.py's default, params.yaml's file:// mirror (Debian's copy)
+if [ -n "${1:-}" ]; then raw=(--raw "$1"); fi
 out=${2:-bench/results/ssl_grid.jsonl}
 mkdir -p "$(dirname "$out")"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 base="train.patience=1000 train.scheduler=onecycle train.channels_last=true train.optimizer=adam train.lr=0.003"
 skip="train.augment=flip_crop train.label_smoothing=0.1"
 fixmatch="train.augment=flip_crop ssl.method=fixmatch ssl.unlabeled_ratio=3"
-cell() { python3 bench/recipe.py --raw "$raw" --out "$out" --model vgg_bn "$@" $base > /dev/null 2>&1 & }
+cell() { python3 bench/recipe.py "${raw[@]}" --out "$out" --model vgg_bn "$@" $base > /dev/null 2>&1 & }
 for seed in 0 1; do
   cell --frac 0.1 --seed $seed train.epochs=100 $skip
   cell --frac 0.1 --seed $seed train.epochs=100 $fixmatch

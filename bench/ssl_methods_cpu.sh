@@ -9,14 +9,15 @@
 # One process at a time, one thread each, niced (the machine is shared). Each line of OUT_JSONL is one
 # bench/recipe.py result.
 set -euo pipefail
-raw=${1:-/usr/share/datasets/fashion-mnist}
+raw=()  # no RAW_DIR: recipe.py's default, params.yaml's file:// mirror (Debian's copy)
+if [ -n "${1:-}" ]; then raw=(--raw "$1"); fi
 out=${2:-bench/results/ssl_methods_cpu.jsonl}
 mkdir -p "$(dirname "$out")"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 base="train.epochs=15 train.device=cpu train.patience=1000 train.augment=flip_crop train.optimizer=sgd
       train.nesterov=true train.lr=0.03 train.scheduler=cosine train.weight_decay=0.0005 train.ema=0.0
       ssl.unlabeled_ratio=7 ssl.warmup_epochs=0 ssl.strong=randaugment"
-run() { nice python3 bench/recipe.py --raw "$raw" --out "$out" --frac 0.01 --model bn_cnn $base "$@"; }
+run() { nice python3 bench/recipe.py "${raw[@]}" --out "$out" --frac 0.01 --model bn_cnn $base "$@"; }
 run ssl.method=skip
 run ssl.method=fixmatch
 run ssl.method=flexmatch

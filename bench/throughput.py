@@ -17,11 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench import notebook
-from bench.common import environment, fashion_mnist, save, train_recipe
+from bench.common import environment, fashion_mnist, fashion_model, save, train_recipe
 from fewlabels.data import FitInputs, InMemoryImages, PureBatchSampler, collate_pure
 from fewlabels.engine import fit
 from fewlabels.inference import Normalize, channel_stats, resolve_device
-from fewlabels.models import build_model
 
 TARGET_RATIO = 1.7  # issue #5: project / notebook training images/s at batch 64 on CPU
 
@@ -59,7 +58,7 @@ def tiled(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch
 def project_images_per_s(x, y, x_valid, y_valid, steps: int, warmup: int, cfg, seed: int) -> float:
     """The engine's images/s: fit() for one epoch of exactly `steps` batches, after a warm-up fit of `warmup` batches."""
     torch.manual_seed(seed)
-    model = build_model("cnn", 1, 28, 10)
+    model = fashion_model("cnn")
     for n_steps in (warmup, steps):
         xs, ys = tiled(x, y, n_steps * cfg.batch_size)
         result = fit(model, FitInputs(xs, ys, np.arange(len(xs)), np.array([], dtype=np.int64), x_valid, y_valid), cfg, seed)

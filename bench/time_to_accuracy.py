@@ -20,12 +20,12 @@ import torch
 from ruamel.yaml import YAML
 
 from bench import notebook
-from bench.common import environment, fashion_mnist, params, pipeline_split, save, train_recipe
+from bench.common import environment, fashion_mnist, fashion_model, params, pipeline_split, save, train_recipe
 from fewlabels.data import FitInputs, mask_labels
 from fewlabels.engine import Hooks, fit
 from fewlabels.inference import Normalize, channel_stats, predict, resolve_device
 from fewlabels.errors import ParamError
-from fewlabels.models import MODELS, build_model, count_parameters
+from fewlabels.models import MODELS, count_parameters
 from fewlabels.params import parse_value, split_override
 
 TARGET = 0.92  # issue #5: first epoch whose test accuracy reaches 92.0%
@@ -59,7 +59,7 @@ def project_contender(model_name: str, cfg, data: dict, target: float) -> dict:
     device = resolve_device(cfg.device)
     normalize = Normalize(*channel_stats(x)).to(device)  # what fit normalises with
     torch.manual_seed(p.seed)
-    model = build_model(model_name, 1, 28, 10)  # fit trains this object in place
+    model = fashion_model(model_name)  # fit trains this object in place
     history, excluded = [], 0.0
 
     def log_epoch(row, scored):  # returns True, which stops fit, once the target is reached

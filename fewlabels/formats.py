@@ -81,8 +81,8 @@ def load_idx_dataset(raw_dir: Path, spec: DatasetSpec) -> dict[str, np.ndarray]:
     out = {}
     for split in ("train", "test"):
         n = spec.max_images[split]
-        images = parse_idx(raw_dir / spec.files[f"{split}_images"], IDX_IMAGES_MAGIC, spec.image_shape[1:], n)
-        labels_path = raw_dir / spec.files[f"{split}_labels"]
+        images = parse_idx(raw_dir / spec.files[f"{split}_images"].name, IDX_IMAGES_MAGIC, spec.image_shape[1:], n)
+        labels_path = raw_dir / spec.files[f"{split}_labels"].name
         labels = parse_idx(labels_path, IDX_LABELS_MAGIC, (), n)
         if len(images) != len(labels):
             raise FormatError(f"{raw_dir}: {split} has {len(images)} images but {len(labels)} labels")
@@ -289,7 +289,7 @@ def _cifar_batch(batch, name: str, spec: DatasetSpec) -> tuple[np.ndarray, np.nd
 
 def load_cifar_dataset(raw_dir: Path, spec: DatasetSpec) -> dict[str, np.ndarray]:
     """Images [N, 3, 32, 32] uint8 and labels [N] int64 for train and test."""
-    archive = raw_dir / spec.files["archive"]
+    archive = raw_dir / spec.files["archive"].name
     wanted = {f"{CIFAR_DIR}/{b}" for batches in CIFAR_BATCHES.values() for b in batches}
     max_images = spec.max_member_bytes // math.prod(spec.image_shape)  # in one batch, so in one pickle
     max_ops = PICKLE_OPS_PER_IMAGE * max_images + PICKLE_OPS_EXTRA

@@ -24,7 +24,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import AliasEvent
 
 from fewlabels import methods, registry
-from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
+from fewlabels.datasets import DATASETS
 from fewlabels.errors import ParamError
 
 # The choices come from the registries themselves (torch-free: fewlabels.registry, fewlabels.methods).
@@ -38,11 +38,10 @@ StrongAugment = Literal[tuple(registry.STRONG_VIEWS)]
 
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
     r"^(https|http|file)://\S+$": "an https://, http:// or file:// URL",
-    r"^(md5:[0-9a-f]{32}|gunzip-sha256:[0-9a-f]{64})$": "'md5:' and 32 hex digits, or 'gunzip-sha256:' and 64",
     r"^$|^[\w.-]+:\d+$": "host:port (or empty for one host)",
     r"^[\w.-]+$": "letters, digits, '.', '_' or '-'",
 }
-MirrorURL, Digest, Endpoint, RunName = (Annotated[str, Field(pattern=pattern)] for pattern in PATTERNS)
+MirrorURL, Endpoint, RunName = (Annotated[str, Field(pattern=pattern)] for pattern in PATTERNS)
 
 
 class Section(BaseModel):
@@ -52,51 +51,13 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     sources: dict[Dataset, list[MirrorURL]] = Field(
-        {
-            "fashion_mnist": [f"file://{DEBIAN_FASHION_MNIST}",
-                              "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"],
-            "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist", "http://yann.lecun.com/exdb/mnist"],
-            "cifar10": ["https://www.cs.toronto.edu/~kriz"],
-        },
-        description="mirrors tried in order for each dataset: https://, http:// or file:// base URLs")
-    digests: dict[Dataset, dict[str, Digest]] = Field(
-        {
-            "fashion_mnist": {
-                "train-images-idx3-ubyte.gz":
-                    "gunzip-sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                "train-labels-idx1-ubyte.gz":
-                    "gunzip-sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                "t10k-images-idx3-ubyte.gz":
-                    "gunzip-sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                "t10k-labels-idx1-ubyte.gz":
-                    "gunzip-sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-            },
-            "mnist": {
-                "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
-                "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
-                "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
-            },
-            "cifar10": {"cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a"},
-        },
-        description="what each file must hash to before it is kept: 'md5:' of the file as downloaded, or "
-                    "'gunzip-sha256:' of its decompressed bytes (so recompressed copies such as Debian's verify)")
+        {name: list(spec.mirrors) for name, spec in DATASETS.items()},
+        description="mirrors tried in order for each dataset: https://, http:// or file:// base URLs. Defaults from "
+                    "fewlabels/datasets.py, written out so `dvc exp run -S data.sources.mnist=[...]` replaces a "
+                    "list and `dvc params diff` shows it; the digests stay in datasets.py: a mirror changes where "
+                    "files come from, not which are kept")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="seconds a network read may wait")
     retries: int = Field(2, ge=0, le=100, description="extra attempts per mirror after a network error")
-
-    @field_validator("digests")
-    @classmethod
-    def _one_digest_per_file(cls, digests):
-        for dataset, files in digests.items():
-            known = list(DATASETS[dataset].files.values())
-            for name in files:
-                if name not in known:
-                    raise ValueError(_unknown(f"data.digests.{dataset}.{name}", name, known,
-                                              f"data.digests.{dataset}."))
-            for name in known:
-                if name not in files:
-                    raise ValueError(f"missing key data.digests.{dataset}.{name}")
-        return digests
 
 
 class SplitConfig(Section):
@@ -200,8 +161,6 @@ class Params(Section):
     def _consistent(self):
         if not self.data.sources.get(self.dataset):
             raise ValueError(f"data.sources.{self.dataset} must list at least one mirror for dataset {self.dataset}")
-        if self.dataset not in self.data.digests:
-            raise ValueError(f"missing key data.digests.{self.dataset}")
         if self.dist.nnodes > 1 and not self.dist.rdzv_endpoint:
             raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint: host:port of the host that runs dvc, e.g. node0:29400")
         conflict = methods.conflict(self.ssl.method, self.train.ema, self.ssl.ema_teacher, self.ssl.dist_align)

@@ -10,9 +10,8 @@ from stages._common import layout, load_params, run
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     p = load_params()
-    digests, spec = p.data.digests[p.dataset], DATASETS[p.dataset]
-    files = {name: digests[name] for name in spec.files.values()}
-    paths = layout(p.dataset)
+    spec, paths = DATASETS[p.dataset], layout(p.dataset)
+    files = {f.name: f.digest for f in spec.files.values()}
     with atomic_path(paths.raw, directory=True) as tmp:
         fetch_all(files, spec.max_file_bytes, p.data.sources[p.dataset], tmp, p.data.timeout_s, p.data.retries)
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fewlabels.datasets import DATASETS
+
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 IDX_FILES = {  # role -> name, as in fewlabels.datasets (kept literal so a rename there is caught)
     "train_images": "train-images-idx3-ubyte.gz",
@@ -263,7 +265,7 @@ def cifar_tar_bomb(path: Path, member: str, size: int) -> Path:
 # digests and mirrors ----------------------------------------------------------------------------
 
 def digest_of(path: Path) -> str:
-    """The digest string params.yaml would hold for `path` (as in the repo's own params.yaml)."""
+    """The digest fewlabels/datasets.py would hold for `path` (md5 for the CIFAR archive, gunzip-sha256 for idx)."""
     data = Path(path).read_bytes()
     if path.name.endswith(".tar.gz"):
         return "md5:" + hashlib.md5(data).hexdigest()
@@ -275,6 +277,19 @@ def digest_of(path: Path) -> str:
 def digests_for(directory: Path) -> dict[str, str]:
     """name -> digest for every dataset file in `directory`: md5 for the CIFAR archive, gunzip-sha256 for idx."""
     return {p.name: digest_of(p) for p in sorted(Path(directory).iterdir()) if p.name.endswith(".gz")}
+
+
+def pin_digests(code: Path, dataset: str, mirror: Path) -> None:
+    """Make the copy of the project's code in `code` (dvcrepo.copy_pipeline) accept the fake files in `mirror` as
+    `dataset`: its fewlabels/datasets.py gets their digests in place of the genuine ones. Digests are code, not
+    params, so this is the edit a dataset of other bytes takes; the stages run from `code` import the copy."""
+    digests = digests_for(mirror)
+    path = Path(code) / "fewlabels" / "datasets.py"
+    text = path.read_text()
+    for file in DATASETS[dataset].files.values():
+        assert text.count(file.digest) == 1, f"{path} should spell the digest of {dataset}'s {file.name} once"
+        text = text.replace(file.digest, digests[file.name])
+    path.write_text(text)
 
 
 def free_port() -> int:

@@ -159,7 +159,8 @@ def test_dvc_exp_run_with_two_processes(tmp_path):
     fakes.make_idx_dataset(mirror, n_train=300, n_test=50)
     repo = copy_pipeline(tmp_path / "repo", {
         "models": [MODEL], "train.epochs": 1, "train.device": "cpu",
-        "data.sources.fashion_mnist": [mirror.as_uri()], "data.digests.fashion_mnist": fakes.digests_for(mirror)})
+        "data.sources.fashion_mnist": [mirror.as_uri()]})
+    fakes.pin_digests(repo, "fashion_mnist", mirror)
     init(repo)
     commit(repo, "pipeline")
     out = run(repo, "dvc", "exp", "run", "-S", "dist.nproc_per_node=2")

@@ -1,6 +1,5 @@
 """fewlabels.download.fetch against local mirrors: corrupt, dead, broken, flaky, file://."""
 import gzip
-import os
 import re
 import subprocess
 import sys
@@ -10,13 +9,12 @@ import numpy as np
 import pytest
 
 import fakes
-from dvcrepo import write_params
+from dvcrepo import child_env, copy_pipeline
 from fewlabels import download
 from fewlabels.datasets import DATASETS, gzip_bound
 from fewlabels.download import DownloadError, fetch, fetch_all
 
 NAME = "train-labels-idx1-ubyte.gz"
-REPO = Path(__file__).resolve().parent.parent
 CAP = 1 << 20  # bytes a file may take here: far more than the 100-label file these tests fetch
 FAST = {"max_bytes": CAP, "timeout_s": 2, "retries": 1}  # one retry exercises the retry path, quickly
 
@@ -185,14 +183,12 @@ def test_download_stage_is_all_or_nothing(tmp_path):
     # even though the first files fetched fine (DVC would otherwise see a half-filled output).
     mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=10, n_test=10)
-    digests = fakes.digests_for(mirror)
+    work = copy_pipeline(tmp_path / "work", {"data.sources.fashion_mnist": [mirror.as_uri()],
+                                             "dataset": "fashion_mnist", "data.retries": 0})
+    fakes.pin_digests(work, "fashion_mnist", mirror)
     (mirror / fakes.IDX_FILES["test_labels"]).unlink()  # fetched last, after the other three
-    work = tmp_path / "work"
-    work.mkdir()
-    write_params(work, {"data.sources.fashion_mnist": [mirror.as_uri()], "data.digests.fashion_mnist": digests,
-                        "dataset": "fashion_mnist", "data.retries": 0})
-    result = subprocess.run([sys.executable, "-m", "stages.download"], cwd=work,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "stages.download"], cwd=work, env=child_env(),
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "could not fetch t10k-labels-idx1-ubyte.gz" in result.stderr
     assert "Traceback" not in result.stderr
@@ -218,9 +214,23 @@ GENUINE_SIZES = {
 def test_every_genuine_copy_fits_under_the_ceiling(dataset):
     spec = DATASETS[dataset]
     for sizes in GENUINE_SIZES[dataset]:
-        assert sizes.keys() == spec.max_file_bytes.keys() == set(spec.files.values())
+        assert sizes.keys() == spec.max_file_bytes.keys() == {file.name for file in spec.files.values()}
         for name, size in sizes.items():
             assert size <= spec.max_file_bytes[name], name
+
+
+def _form(digest: str) -> tuple[str, int, bool]:
+    """('md5', 32, True) for 'md5:' and 32 lowercase hex digits."""
+    kind, _, hexdigits = digest.partition(":")
+    return kind, len(hexdigits), set(hexdigits) <= set("0123456789abcdef")
+
+
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
+def test_every_digest_has_the_form_the_download_computes(tmp_path, dataset):
+    # A digest of another kind, length or case would refuse every copy of the file, however genuine.
+    path = fakes.write_idx_gz(tmp_path / NAME, np.zeros(3, np.uint8), fakes.LABELS_MAGIC)
+    for file in DATASETS[dataset].files.values():
+        assert _form(file.digest) == _form(download.file_digest(path, file.digest, CAP)), file.name
 
 
 @pytest.mark.parametrize("level", [0, 1, 9])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fakes
-from dvcrepo import REPO, write_params
+from dvcrepo import REPO, copy_pipeline, write_params
 from test_interrupt import MODEL, stage_inputs, train_stage
 
 pytestmark = pytest.mark.slow
@@ -28,10 +28,11 @@ def run_stage(work: Path, *args: str, max_file_bytes: int | None = None) -> subp
 
 
 def raw_fashion_mnist(work: Path, n_train: int = 100) -> None:
+    """A copy of the pipeline in `work` (its stages run from there) and a fake Fashion-MNIST downloaded into it."""
     mirror = work.parent / "mirror"
     fakes.make_idx_dataset(mirror, n_train=n_train, n_test=20)
-    write_params(work, {"data.sources.fashion_mnist": [mirror.as_uri()], "data.digests.fashion_mnist":
-                        fakes.digests_for(mirror)})
+    copy_pipeline(work, {"data.sources.fashion_mnist": [mirror.as_uri()]})
+    fakes.pin_digests(work, "fashion_mnist", mirror)
     assert run_stage(work, "stages.download").returncode == 0
 
 
@@ -58,15 +59,13 @@ def test_a_full_disk_during_the_resume_save_is_one_line_and_the_rerun_works(tmp_
 
 
 def test_a_dataset_of_no_images_is_one_line(tmp_path):
-    """Files that match their digests (params.yaml names these) but hold 0 images."""
+    """Files that match their digests (pinned in the copy's fewlabels/datasets.py) but hold 0 images."""
     mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=10, n_test=10)
     fakes.write_idx_gz(mirror / fakes.IDX_FILES["train_images"], np.zeros((0, 28, 28), np.uint8), 2051)
     fakes.write_idx_gz(mirror / fakes.IDX_FILES["train_labels"], np.zeros(0, np.uint8), 2049)
-    work = tmp_path / "work"
-    work.mkdir()
-    write_params(work, {"data.sources.fashion_mnist": [mirror.as_uri()],
-                        "data.digests.fashion_mnist": fakes.digests_for(mirror)})
+    work = copy_pipeline(tmp_path / "work", {"data.sources.fashion_mnist": [mirror.as_uri()]})
+    fakes.pin_digests(work, "fashion_mnist", mirror)
     assert run_stage(work, "stages.download").returncode == 0
     result = run_stage(work, "stages.unpack")
     assert result.returncode == 1

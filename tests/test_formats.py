@@ -15,8 +15,8 @@ from fewlabels.formats import (CIFAR_ALLOWED_GLOBALS, IDX_IMAGES_MAGIC, IDX_LABE
                                load_cifar_dataset, load_idx_dataset, parse_idx, safe_unpickle)
 
 FASHION, CIFAR10 = DATASETS["fashion_mnist"], DATASETS["cifar10"]
-IDX = FASHION.files
-CIFAR = CIFAR10.files
+IDX = {role: f.name for role, f in FASHION.files.items()}  # role -> file name
+CIFAR = {role: f.name for role, f in CIFAR10.files.items()}
 
 
 # idx ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fakes
-from dvcrepo import write_params
+from dvcrepo import copy_pipeline, write_params
 from fewlabels import atomic
 from fewlabels.datasets import DATASETS, DEBIAN_FASHION_MNIST
 
@@ -216,9 +216,8 @@ def test_download_stops_a_hostile_mirror_at_the_genuine_size(tmp_path, announce)
     work = tmp_path / "work"
     work.mkdir()
     with fakes.serve_zeros(400 << 20, announce, sent) as first, fakes.serve_zeros(400 << 20, announce, sent) as second:
-        digests = {name: "gunzip-sha256:" + "0" * 64 for name in fakes.IDX_FILES.values()}
         write_params(work, {"dataset": "fashion_mnist", "data.sources.fashion_mnist": [first, second],
-                            "data.digests.fashion_mnist": digests, "data.retries": 0})
+                            "data.retries": 0})
         status, stderr, _ = run_stage(work, "stages.download")
     if announce:
         said, most_sent = f"{400 << 20} bytes, more than the {cap} of a genuine file; not downloaded", 0
@@ -237,12 +236,10 @@ def test_download_after_a_kill_removes_the_killed_runs_temporary_directory(tmp_p
     # run deletes it and succeeds.
     mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=10, n_test=10)
-    work = tmp_path / "work"
-    work.mkdir()
-    settings = {"dataset": "fashion_mnist", "data.digests.fashion_mnist": fakes.digests_for(mirror),
-                "data.retries": 0}
+    settings = {"dataset": "fashion_mnist", "data.retries": 0}
     with fakes.serve_raw(b"", delay=10) as stalled:  # accepts, then sends nothing: a transfer in progress
-        write_params(work, {**settings, "data.sources.fashion_mnist": [stalled]})
+        work = copy_pipeline(tmp_path / "work", {**settings, "data.sources.fashion_mnist": [stalled]})
+        fakes.pin_digests(work, "fashion_mnist", mirror)  # the stages run from this copy (the current directory)
         proc = subprocess.Popen([sys.executable, "-m", "stages.download"], cwd=work,
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.DEVNULL)
         tmp = work / "data" / "raw" / f".fashion_mnist.{proc.pid}.tmp"

@@ -99,10 +99,11 @@ def test_dvc_repro_killed_mid_training_resumes_to_the_same_model(tmp_path):
     mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=3000, n_test=50)
     settings = {"models": [MODEL], "train.epochs": 3, "train.device": "cpu", "labeled_frac": 0.5,
-                "data.sources.fashion_mnist": [mirror.as_uri()], "data.digests.fashion_mnist": fakes.digests_for(mirror)}
+                "data.sources.fashion_mnist": [mirror.as_uri()]}
     repos = {}
     for name in ("whole", "killed"):
         repos[name] = copy_pipeline(tmp_path / name, settings)
+        fakes.pin_digests(repos[name], "fashion_mnist", mirror)
         init(repos[name])
         commit(repos[name], "pipeline")
     run(repos["whole"], "dvc", "repro")

@@ -134,25 +134,6 @@ def test_a_missing_key_is_named_with_its_default(raw, key):
         params.validate(raw)
 
 
-def test_an_unknown_file_digest_is_named(raw):
-    raw["data"]["digests"]["mnist"]["train-images.gz"] = "md5:" + "0" * 32
-    with pytest.raises(ParamError, match="unknown key data.digests.mnist.train-images.gz; did you mean "
-                                         "data.digests.mnist.train-images-idx3-ubyte.gz"):
-        params.validate(raw)
-
-
-def test_a_malformed_digest_is_named(raw):
-    raw["data"]["digests"]["fashion_mnist"]["train-images-idx3-ubyte.gz"] = "sha1:abc"
-    with pytest.raises(ParamError, match="data.digests.fashion_mnist.train-images-idx3-ubyte.gz must be 'md5:'"):
-        params.validate(raw)
-
-
-def test_a_missing_digest_is_named(raw):
-    del raw["data"]["digests"]["mnist"]["t10k-labels-idx1-ubyte.gz"]
-    with pytest.raises(ParamError, match="missing key data.digests.mnist.t10k-labels-idx1-ubyte.gz"):
-        params.validate(raw)
-
-
 def test_an_override_needs_key_and_value(raw):
     with pytest.raises(ParamError, match="expected key=value"):
         params.override(raw, ["train.lr"])

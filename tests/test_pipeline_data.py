@@ -23,17 +23,18 @@ DATA_STAGES = ["check", "download", "unpack", "split", "index"]
 
 @pytest.fixture
 def project(tmp_path):
-    """A fresh git + DVC repo holding a copy of the pipeline, pointed at a fake Fashion-MNIST."""
-    repo = copy_pipeline(tmp_path / "repo", {})
-    init(repo)
+    """A fresh git + DVC repo holding a copy of the pipeline that trusts a fake Fashion-MNIST."""
     mirror = tmp_path / "mirror"
     arrays = fakes.make_idx_dataset(mirror, n_train=200, n_test=50)
+    repo = copy_pipeline(tmp_path / "repo", {})
+    fakes.pin_digests(repo, "fashion_mnist", mirror)
+    init(repo)
     return repo, mirror, arrays
 
 
-def _point_params_at(repo: Path, url: str, mirror: Path) -> None:
+def _point_params_at(repo: Path, url: str) -> None:
     write_params(repo, {"dataset": "fashion_mnist", "labeled_frac": 1.0, "data.sources.fashion_mnist": [url],
-                        "data.digests.fashion_mnist": fakes.digests_for(mirror), "data.retries": 0})
+                        "data.retries": 0})
 
 
 def _check_outputs(repo: Path, arrays: dict, labeled_frac: float) -> None:
@@ -56,7 +57,7 @@ def _check_outputs(repo: Path, arrays: dict, labeled_frac: float) -> None:
 def test_data_stages_under_dvc(project):
     repo, mirror, arrays = project
     with fakes.serve(mirror) as url:
-        _point_params_at(repo, url, mirror)
+        _point_params_at(repo, url)
         first = run(repo, "dvc", "repro", "index")
         assert stages_run(first) == DATA_STAGES
         _check_outputs(repo, arrays, labeled_frac=1.0)
@@ -91,11 +92,11 @@ def test_real_fashion_mnist_parses_like_torchvision(tmp_path):
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     spec = DATASETS["fashion_mnist"]
-    files = spec.files
+    files = {role: file.name for role, file in spec.files.items()}
     params = schema.load(REPO / "params.yaml")
-    for name, digest in params.data.digests["fashion_mnist"].items():
-        assert file_digest(REAL / name, digest, spec.max_file_bytes[name]) == digest, \
-            f"params.yaml digest of {name} does not match {REAL}"
+    for file in spec.files.values():
+        assert file_digest(REAL / file.name, file.digest, spec.max_file_bytes[file.name]) == file.digest, \
+            f"fewlabels/datasets.py's digest of {file.name} does not match {REAL}"
 
     ours = load_idx_dataset(REAL, spec)
     for split, n in (("train", 60000), ("test", 10000)):

@@ -33,8 +33,9 @@ def make_project(tmp_path: Path) -> Path:
     fakes.make_idx_dataset(mirror, n_train=N_TRAIN, n_test=N_TEST)
     repo = copy_pipeline(tmp_path / "repo", {
         "dataset": "fashion_mnist", "labeled_frac": 1.0, "models": MODELS,
-        "data.sources.fashion_mnist": [f"file://{mirror}"], "data.digests.fashion_mnist": fakes.digests_for(mirror),
+        "data.sources.fashion_mnist": [f"file://{mirror}"],
         "train.epochs": 2, "train.batch_size": 32, "train.device": "cpu"})
+    fakes.pin_digests(repo, "fashion_mnist", mirror)
     init(repo)
     # DVCLive cannot start in a git repo without commits ("Empty git repo"), so commit the code
     # first, as every clone of the project has.

@@ -18,8 +18,8 @@ def repo(tmp_path_factory):
     mirror = tmp / "mirror"
     fakes.make_idx_dataset(mirror, n_train=200, n_test=50)
     repo = copy_pipeline(tmp / "repo", {"models": [MODEL], "train.epochs": 1, "train.device": "cpu",
-                                        "data.sources.fashion_mnist": [mirror.as_uri()],
-                                        "data.digests.fashion_mnist": fakes.digests_for(mirror)})
+                                        "data.sources.fashion_mnist": [mirror.as_uri()]})
+    fakes.pin_digests(repo, "fashion_mnist", mirror)
     init(repo)
     commit(repo, "pipeline")  # DVCLive needs a commit
     run(repo, "dvc", "repro")
