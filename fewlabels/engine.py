@@ -113,7 +113,7 @@ def setup(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig, d
                 mean=mean, std=std)
     classes = predict(model, prep, data.train_images[:1], device, amp=False).shape[1]  # eval mode: changes nothing
     # in a distributed run every rank updates the method's statistics with the whole global batch: they stay equal
-    run = Run(classes, data.unlabeled, len(data.train_images), device)
+    run = Run(classes, data.unlabeled, len(data.train_images), device, data.train_labels)
     if dist.world_size > 1:
         run = run._replace(gather=functools.partial(distributed.all_gather_rows, dist))
     method = build_method(ssl, run)
@@ -132,6 +132,8 @@ def train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, float
     unlabeled_weight = ramp(loop.ssl, epoch) / loop.unlabeled_share
     # never the DDP wrapper: its forward is a collective, the teacher's need not be
     teacher = state.scored if loop.ssl.ema_teacher else state.model
+    if unlabeled_weight > 0:
+        state.method.start_epoch(teacher, loop.prep, loop.loader.dataset.images)
     net.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)

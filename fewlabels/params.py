@@ -116,6 +116,9 @@ class SSLConfig(Section):
                                                            "statistics of freematch and dist_align (USB: 0.999 a "
                                                            "step)")
     fairness_weight: float = Field(0.01, ge=0, description="freematch: weight of its self-adaptive fairness loss")
+    lp_knn: int = Field(50, ge=1, le=1000, description="label_propagation: neighbours of each image in the graph")
+    lp_alpha: float = Field(0.99, gt=0, lt=1, description="label_propagation: how far labels diffuse (the weight "
+                                                          "of the graph against the labeled images)")
     ema_teacher: bool = Field(True, description="with train.ema on, the weight average makes the pseudo-labels; "
                                                 "false: the model being trained does (published FixMatch)")
 

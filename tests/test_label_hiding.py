@@ -77,6 +77,7 @@ class Spy:
 
     def __init__(self, monkeypatch, method="spy"):
         self.dataset_labels, self.batches, self.objective_batches, self.objective_index = [], [], [], []
+        self.run_labels = []  # what the method was told of the labels when it was built
         spy = self
 
         class RecordingImages(InMemoryImages):
@@ -98,6 +99,7 @@ class Spy:
         build = engine.build_method
 
         def recording_build(ssl, run):
+            spy.run_labels.append(run.labels.clone())
             built = Entropy(ssl, run) if method == "spy" else build(ssl, run)
             loss = built.loss
 
@@ -141,6 +143,8 @@ def test_training_loop_never_sees_an_unlabeled_label(monkeypatch, method, settin
     [stored] = spy.dataset_labels
     assert SENTINEL not in stored.tolist()
     assert (stored[unlabeled] == UNLABELED).all() and torch.equal(stored[labeled], y[labeled])
+    [told] = spy.run_labels  # and the method was told the same, no more
+    assert torch.equal(told, stored)
 
     # Every batch the loop drew: labeled ones hold only labeled images with their true labels,
     # unlabeled ones hold only unlabeled images and no labels at all.

@@ -13,6 +13,7 @@ import torch
 
 from fewlabels import engine, methods
 from fewlabels.methods.base import Method, Run
+from fewlabels.methods import label_propagation
 from fewlabels.methods.fixmatch import DistAlign
 from fewlabels.methods.freematch import fairness_loss
 from fewlabels.params import SSLConfig
@@ -22,7 +23,9 @@ def build(method: str, classes: int, unlabeled=range(0), n_images: int = 0, **ss
     """Method `method` of a run with `classes` classes whose training set has `n_images` images, those at
     positions `unlabeled` unlabeled."""
     ssl = SSLConfig(method=method, **ssl_settings)
-    return engine.build_method(ssl, Run(classes, list(unlabeled), n_images, torch.device("cpu")))
+    labels = torch.zeros(n_images, dtype=torch.int64)
+    labels[list(unlabeled)] = -1
+    return engine.build_method(ssl, Run(classes, list(unlabeled), n_images, torch.device("cpu"), labels))
 
 
 # the registry -------------------------------------------------------------------------------------
@@ -287,3 +290,57 @@ def test_ranks_that_gather_the_global_batch_keep_the_statistics_of_one_process(m
             assert targets.tolist() == whole_targets[rows].tolist() and keep.tolist() == whole_keep[rows].tolist()
     for rank in ranks:
         assert str(rank.state_dict()) == str(single.state_dict())
+
+
+# label propagation ------------------------------------------------------------------------------
+
+def two_clusters(n=20, seed=0):
+    """n points near (1, 0) then n near (0, 1) in 2-D, L2-normalised: class 0 and class 1."""
+    g = torch.Generator().manual_seed(seed)
+    points = torch.cat([torch.tensor([1.0, 0.0]) + 0.2 * torch.rand(n, 2, generator=g),
+                        torch.tensor([0.0, 1.0]) + 0.2 * torch.rand(n, 2, generator=g)])
+    return torch.nn.functional.normalize(points, dim=1)
+
+
+def test_knn_graph_is_symmetric_without_self_loops():
+    w = label_propagation.knn_graph(two_clusters(), k=5)
+    assert (w != w.T).nnz == 0 and w.diagonal().sum() == 0
+    assert ((w > 0).sum(axis=1) >= 5).all()  # each image's own 5 neighbours, and those that chose it
+
+
+def test_one_label_per_cluster_propagates_to_the_whole_cluster():
+    labels = torch.full((40,), -1)
+    labels[3], labels[25] = 0, 1
+    scores = label_propagation.propagate(two_clusters(), labels, 2, k=5, alpha=0.99)
+    targets, weights, class_weights = label_propagation.pseudo_labels(scores, labels)
+    assert targets.tolist() == [0] * 20 + [1] * 20
+    assert weights[3] == weights[25] == 1 and ((weights >= 0) & (weights <= 1)).all() and weights.max() == 1
+    assert class_weights.tolist() == [1.0, 1.0]  # 20 images each of 40 / 2 classes
+
+
+def test_pseudo_labels_by_hand():
+    """Rows: certain of class 0; unsure between 0 and 1 (uniform: weight 0); nothing reached it; labeled class 2."""
+    scores = torch.tensor([[0.9, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.3, 0.0]])
+    targets, weights, class_weights = label_propagation.pseudo_labels(scores, torch.tensor([-1, -1, -1, 2]))
+    assert targets.tolist() == [0, 0, 0, 2]
+    assert weights.tolist() == pytest.approx([1.0, 1 - math.log(2) / math.log(3), 0.0, 1.0])
+    assert class_weights.tolist() == pytest.approx([(4 / 3) / 3, 4 / 3, (4 / 3) / 1])  # class 1: none, counted as 1
+
+
+def test_label_propagation_trains_towards_the_propagated_labels():
+    """Before the first propagation an unlabeled batch teaches nothing; after it, its loss is the weighted
+    cross-entropy to the propagated classes."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    images = (torch.rand(12, 1, 2, 2) * 255).to(torch.uint8)
+    labels = torch.tensor([0, 1] + [-1] * 10)
+    lp = engine.build_method(SSLConfig(method="label_propagation", lp_knn=3),
+                             Run(2, list(range(2, 12)), 12, torch.device("cpu"), labels))
+    views = type("Views", (), {"weak": staticmethod(lambda x: x)})
+    x, index = images[2:6].float(), torch.arange(2, 6)
+    assert lp.loss(model, x, views, model, index).item() == 0.0
+    lp.start_epoch(model, lambda batch: batch.float(), images)
+    expected = torch.nn.functional.cross_entropy(model(x), lp.targets[index], reduction="none")
+    expected = (expected * lp.weights[index] * lp.class_weights[lp.targets[index]]).mean()
+    assert lp.loss(model, x, views, model, index).item() == pytest.approx(expected.item())
+    assert lp.targets[:2].tolist() == [0, 1] and lp.weights[:2].tolist() == [1.0, 1.0]

@@ -36,6 +36,7 @@ RECIPES = {  # each touches a different piece of state: scheduler kinds, momentu
 
     "pseudo_label": ({}, {"method": "pseudo_label", "threshold": 0.5}),
     "mean_teacher": ({"ema": 0.9}, {"method": "mean_teacher"}),
+    "label_propagation_ema": ({"ema": 0.9, "augment": "crop"}, {"method": "label_propagation", "lp_knn": 10}),
 }
 EPOCHS = 4
 

@@ -26,6 +26,7 @@ METHODS = {  # ssl.method -> its Spec; the code is fewlabels/methods/<name>.py
     "mean_teacher": Spec("match the weight average, needs train.ema", needs_average=True),
     "flexmatch": Spec("fixmatch, class-wise curriculum thresholds", dist_align=True),
     "freematch": Spec("fixmatch, self-adaptive thresholds"),
+    "label_propagation": Spec("labels diffused over a kNN graph of the model's embeddings, before each epoch"),
 }
 
 

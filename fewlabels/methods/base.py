@@ -15,6 +15,7 @@ class Run(NamedTuple):
     unlabeled: np.ndarray     # the unlabeled images' positions in the training set
     n_images: int             # images in the training set
     device: torch.device
+    labels: torch.Tensor      # the training set's labels [n_images], -1 at every unlabeled position
     # (probs, index) of this process's share -> (probs, index) of the whole global batch: the identity in one
     # process, every rank's share gathered in a distributed run (so running statistics stay equal on all ranks)
     gather: Callable = lambda probs, index: (probs, index)
@@ -23,11 +24,16 @@ class Run(NamedTuple):
 class Method:
     """One run's method: `loss` of an unlabeled batch, and the running statistics it keeps between batches,
     held as the tensors named in STATE (the resume checkpoint saves them: state_dict / load_state_dict).
-    Everything stays on the device. No method ever receives labels: unlabeled batches carry none."""
+    Everything stays on the device. No method ever receives a hidden label: unlabeled batches carry none, and
+    Run.labels holds -1 at every unlabeled position."""
     STATE: tuple[str, ...] = ()
 
     def __init__(self, ssl: SSLConfig, run: Run):
         self.ssl = ssl
+
+    def start_epoch(self, teacher, prep, images: torch.Tensor) -> None:
+        """Before an epoch that trains on unlabeled batches: `teacher` may look at every training image (uint8
+        [N, C, H, W] on the device; `prep` normalises them), e.g. to pseudo-label them all at once."""
 
     def loss(self, student, x: torch.Tensor, views, teacher, index: torch.Tensor) -> torch.Tensor | None:
         """The loss of normalised unlabeled images `x` (at positions `index` of the training set) for `student`
