@@ -1,6 +1,7 @@
 """The container's inputs that can be checked without an engine: hadolint lints the Dockerfile, the lock is
 checked for completeness against the installed packages' metadata, .dockerignore keeps the right paths out,
-and a compose tool validates compose.yaml. What the image does (builds, runs dvc offline as your uid, trains
+a compose tool validates compose.yaml, and docker/smoke.sh makes its choices (docker client, one stand-in base
+for several engines) with stand-in engines. What the image does (builds, runs dvc offline as your uid, trains
 on the CPU or GPU, hashes the data as the committed dvc.lock) is checked by running it: `make image-test`
 (docker/smoke.sh), in CI.
 """
