@@ -14,8 +14,9 @@
 #   6. stops a running experiment container (`$ENGINE stop`, the image's STOPSIGNAL): the stage says
 #      `interrupted:`, the container exits in time, and the next container is not blocked by DVC's lock.
 # With several engines (ENGINE="podman docker", as CI runs it), the stand-in base is debootstrapped once and
-# imported into each, then each engine's test runs in parallel, its lines prefixed with its name: most of a build
-# is pip unpacking wheels on one core, so two builds on two cores take little longer than one.
+# imported into each; then their builds run in parallel (most of a build is pip unpacking wheels and the engine
+# committing the layer, on one core each) and their runs one engine at a time (training takes every core),
+# each line prefixed with its engine's name.
 # Usage: docker/smoke.sh
 #   IMAGE=fewlabels:test  ENGINE=docker|podman|"podman docker"  BASE_IMAGE=<image> (skips the pull)
 #   KEEP=1 (keep the clone)  PIP_CERT=<CA bundle> (default /etc/ssl/certs/ca-certificates.crt, passed as a build
