@@ -57,7 +57,8 @@ lock-cpu: $(STAMP)
 	  --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match --emit-index-url \
 	  -o requirements-cpu.lock
 
-# The container built and run for real with docker or podman (docker/smoke.sh says what it checks).
+# The container built and run for real with docker or podman (docker/smoke.sh says what it checks); both in
+# parallel with `make image-test ENGINE="podman docker"`, as CI runs it.
 image-test:
 	bash docker/smoke.sh
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # A stand-in for the Dockerfile's default base image, for hosts that reach no container registry:
 # Debian bookworm (minbase) with Debian's python3 (3.11, the Python requirements.lock was resolved for)
-# and its venv module, debootstrapped from this host's Debian mirror and imported as a local image.
-# Usage: docker/standin-base.sh ENGINE IMAGE   (ENGINE: docker or podman; needs root and debootstrap)
-# Then: ENGINE build --build-arg BASE_IMAGE=IMAGE ...
+# and its venv module, debootstrapped from this host's Debian mirror and imported as a local image into each
+# engine given (one debootstrap, the same rootfs for all).
+# Usage: docker/standin-base.sh ENGINE... IMAGE   (ENGINE: docker or podman, or the path of one; needs root and
+# debootstrap). Then: ENGINE build --build-arg BASE_IMAGE=IMAGE ...
 set -euo pipefail
 
-engine="$1" image="$2"
+(($# >= 2)) || { echo "usage: standin-base.sh ENGINE... IMAGE" >&2; exit 2; }
+engines=("${@:1:$#-1}") image="${!#}"
 [[ "$(id -u)" == 0 ]] || { echo "standin-base.sh: debootstrap needs root" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "standin-base.sh: apt-get install debootstrap" >&2; exit 1; }
 
@@ -24,4 +26,6 @@ debootstrap --variant=minbase --include=python3,python3-venv bookworm "$root" "$
 rm -f "$root.log"
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
 
-tar --numeric-owner -C "$root" -c . | "$engine" import --change 'CMD ["/bin/bash"]' - "$image"
+for engine in "${engines[@]}"; do
+    tar --numeric-owner -C "$root" -c . | "$engine" import --change 'CMD ["/bin/bash"]' - "$image"
+done

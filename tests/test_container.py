@@ -1,6 +1,7 @@
 """The container's inputs that can be checked without an engine: hadolint lints the Dockerfile, the lock is
 checked for completeness against the installed packages' metadata, .dockerignore keeps the right paths out,
-and a compose tool validates compose.yaml. What the image does (builds, runs dvc offline as your uid, trains
+a compose tool validates compose.yaml, and docker/smoke.sh makes its choices (docker client, one stand-in base
+for several engines) with stand-in engines. What the image does (builds, runs dvc offline as your uid, trains
 on the CPU or GPU, hashes the data as the committed dvc.lock) is checked by running it: `make image-test`
 (docker/smoke.sh), in CI.
 """
@@ -184,3 +185,70 @@ def test_scripts_are_valid_bash(script):
     if shutil.which("shellcheck"):
         result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout
+
+
+# A stand-in engine for docker/smoke.sh's choices, which need no real one: it logs each call to $STUB_LOG,
+# answers `info` and `--version`, lists --secret in `build --help` unless NO_BUILDKIT (a docker client without
+# the buildx plugin), fails every build and pull, and has the stand-in base once something was imported.
+STUB_ENGINE = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+imported="$0.imported"
+case "$1 $2" in
+    "info "*) ;;
+    "--version "*) echo "stub engine" ;;
+    "build --help") [ -z "$NO_BUILDKIT" ] || { echo "ERROR: BuildKit is enabled but the buildx component is missing" >&2; exit 1; }
+                    echo "      --secret stringArray" ;;
+    "image inspect") [ -e "$imported" ] && [ "$3" = localhost/fewlabels-base:bookworm ] ;;
+    "import "*) cat > /dev/null; touch "$imported" ;;
+    *) exit 1 ;;
+esac
+"""
+STUB_DEBOOTSTRAP = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+mkdir -p "${@: -2:1}/etc"
+"""
+
+
+def stub(folder: Path, name: str, text: str, **env: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text.replace("#!/bin/bash\n", "#!/bin/bash\n" + "".join(f"{k}={v}\n" for k, v in env.items())))
+    path.chmod(0o755)
+    return path
+
+
+def run_smoke(tmp_path: Path, path_dirs: list[Path], **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    log = tmp_path / "calls.log"
+    log.touch()
+    result = subprocess.run(["bash", str(SMOKE)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "STUB_LOG": str(log), "TMPDIR": str(tmp_path),
+                                 "PATH": os.pathsep.join([*map(str, path_dirs), os.environ["PATH"]]), **env})
+    return result, log.read_text().splitlines()
+
+
+def test_smoke_passes_over_a_docker_client_that_cannot_build_with_buildkit(tmp_path):
+    """A newer docker client without buildx first on PATH (as /usr/local/bin has on the CI machine), the daemon's
+    package's own client after it: the image test builds with the second."""
+    no_buildx = stub(tmp_path / "local", "docker", STUB_ENGINE, NO_BUILDKIT="1")
+    buildkit = stub(tmp_path / "usr", "docker", STUB_ENGINE)
+    result, calls = run_smoke(tmp_path, [no_buildx.parent, buildkit.parent], ENGINE="docker", BASE_IMAGE="base:x")
+    assert result.returncode != 0 and "cannot pull BASE_IMAGE=base:x" in result.stderr  # the stub pulls nothing
+    assert f"engine: docker ({buildkit}: stub engine)" in result.stdout, result.stdout + result.stderr
+    assert not any(call.startswith(f"{no_buildx} image") for call in calls), calls
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="docker/standin-base.sh needs root (debootstrap)")
+def test_smoke_debootstraps_one_standin_base_for_both_engines_then_tests_each(tmp_path):
+    """No registry: one debootstrap, its rootfs imported into podman and docker; then each engine's test, its lines
+    prefixed with its name, and the whole fails naming both when both builds fail."""
+    bin_dir = tmp_path / "bin"
+    engines = {name: stub(bin_dir, name, STUB_ENGINE) for name in ("podman", "docker")}
+    debootstrap = stub(bin_dir, "debootstrap", STUB_DEBOOTSTRAP)
+    result, calls = run_smoke(tmp_path, [bin_dir], ENGINE="podman docker")
+    assert sum(call.startswith(str(debootstrap)) for call in calls) == 1, calls
+    for name, path in engines.items():
+        assert [c for c in calls if c.startswith(f"{path} import ")] == [
+            f"{path} import --change CMD [\"/bin/bash\"] - localhost/fewlabels-base:bookworm"], calls
+        assert any(c.startswith(f"{path} build --force-rm") for c in calls), calls  # each engine built ...
+        assert f"{name}| engine: {name} ({path if name == 'docker' else name}: stub engine)" in result.stdout
+    assert result.returncode != 0 and "IMAGE TEST FAILED: podman docker failed" in result.stderr  # ... and failed
