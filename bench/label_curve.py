@@ -92,10 +92,13 @@ def wait_for_queue() -> list[str]:
 
 
 def with_run_records(rows: list[dict]) -> list[dict]:
-    """Add each run's device and training seconds from its runs/<model>.json (a cached output, not a metric)."""
+    """Add each run's device, training seconds and last pseudo-label accuracy from its runs/<model>.json (a
+    cached output, not a metric)."""
     for row in rows:
         record = json.loads(read_output(f"runs/{row['model']}.json", rev=row["rev"]))
-        row.update(device=record["device"], train_seconds=round(record["train_seconds"], 1))
+        rounds = record.get("pseudo_labels") or [{"acc": ""}]  # none: a batch-by-batch method, or an older run
+        row.update(device=record["device"], train_seconds=round(record["train_seconds"], 1),
+                   pseudo_label_acc=rounds[-1]["acc"] if rounds[-1]["acc"] == "" else round(rounds[-1]["acc"], 4))
     return rows
 
 

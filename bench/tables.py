@@ -83,9 +83,10 @@ def label_curve(runs: list[dict]) -> str:
     """One row per run, as reports/label_curve.csv holds them, the experiment's rev shortened."""
     runs = sorted(runs, key=lambda r: (r["labeled_frac"], method_order(r["method"]), r["seed"]))
     return table(["labeled_frac (labels)", "method", "seed", "model", "epochs", "device", "test acc", "train s",
-                  "rev"],
+                  "pseudo-label acc", "rev"],
                  [[labels(r["labeled_frac"]), r["method"], r["seed"], f"`{r['model']}`", r["epochs"], r["device"],
-                   f"{r['test_acc']:.4f}", f"{r['train_seconds']:.0f}", f"`{r['rev'][:8]}`"] for r in runs])
+                   f"{r['test_acc']:.4f}", f"{r['train_seconds']:.0f}", r.get("pseudo_label_acc") or "",
+                   f"`{r['rev'][:8]}`"] for r in runs])
 
 
 def ssl_methods(runs: list[dict]) -> str:

@@ -8,7 +8,6 @@ would have written (`check_like`): the same keys and types, tensors of the same 
 """
 import hashlib
 import io
-import json
 import math
 import pickle
 import shutil
@@ -175,11 +174,6 @@ def project_sources() -> list[tuple[str, str]]:
     return [(str(f.relative_to(ROOT)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
 
 
-def run_key(**parts) -> str:
-    """A short digest of everything a training run depends on: settings, data digests, code, device."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def array_digest(*arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     for array in arrays:
@@ -190,8 +184,8 @@ def array_digest(*arrays: np.ndarray) -> str:
 class ResumeStore:
     """One run's resume state: <directory>/<key>.pt, rewritten after every epoch and removed on success.
 
-    The key digests the run's params, inputs, code and device, so a changed experiment never resumes from
-    another one's state. The directory is not a DVC output (DVC deletes a stage's outputs before it reruns
+    The key (fewlabels.resume) digests the run's params, inputs, code and device, so a changed experiment
+    never resumes from another one's state. The directory is not a DVC output (DVC deletes a stage's outputs before it reruns
     it) and is git-ignored.
     """
 

@@ -10,7 +10,10 @@ matplotlib.use("Agg")  # batch jobs and containers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 # reports/label_curve.csv: one row per run (long form), in this column order
-FIELDS = ["labeled_frac", "method", "seed", "test_acc", "model", "epochs", "device", "train_seconds", "rev"]
+# (pseudo_label_acc: of the last relabelling of a method that labels every image, against the hidden labels;
+# empty for the others)
+FIELDS = ["labeled_frac", "method", "seed", "test_acc", "model", "epochs", "device", "train_seconds",
+          "pseudo_label_acc", "rev"]
 
 
 def _records(node):

@@ -41,6 +41,9 @@ class Hooks(NamedTuple):
     # (TrainState.state_dict()) after every epoch (rank 0): what `resume` takes to continue exactly from there
     save_state: Callable | None = None
     resume: dict | None = None  # a saved TrainState.state_dict(), read by rank 0
+    # (epoch, targets [N], weights [N]) after each epoch whose method labelled every training image at its
+    # start (Method.pseudo_labels; rank 0): the caller, which knows the hidden labels, may score them
+    pseudo_labels: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,9 @@ def fit(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig = SS
         train_loss, train_acc, n = train_epoch(state, loop, epoch)
         seconds = time.perf_counter() - start  # train_epoch's .item() waited for the device
         row, stop = None, False
+        labelled = state.method.pseudo_labels() if dist.main and hooks.pseudo_labels else None
+        if labelled is not None and ramp(ssl, epoch) > 0:  # relabelled at this epoch's start
+            hooks.pseudo_labels(epoch, *labelled)
         if dist.main:
             row = validate(state, loop, data, {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                                                "seconds": seconds})

@@ -29,8 +29,8 @@ def layout(dataset: str, model: str = "") -> SimpleNamespace:
         checked=Path("data/params.ok"), raw=Path("data/raw", dataset), prepared=Path("data/prepared", dataset),
         split=Path("data/split"), index=Path("data/index"), model=Path("models", f"{model}.pt"),
         run=Path("runs", f"{model}.json"), live=Path("dvclive", model), resume=Path(".resume", model),
-        metrics=Path("metrics", f"{model}.json"), eval=Path("eval", model), metrics_dir=Path("metrics"),
-        runs_dir=Path("runs"), summary=Path("reports/summary.md"))
+        resume_root=Path(".resume"), metrics=Path("metrics", f"{model}.json"), eval=Path("eval", model),
+        metrics_dir=Path("metrics"), runs_dir=Path("runs"), summary=Path("reports/summary.md"))
 
 
 def stage_model(given: str | None, p: params.Params) -> str:

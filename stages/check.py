@@ -6,9 +6,12 @@ would pass as "up to date". This stage depends on params.yaml itself and every o
 `dvc repro` and `dvc exp run` check every edit first and stop at a bad one. Its output never changes, so a
 valid edit reruns only the stages whose params it touches.
 
-It also removes the temporaries that killed runs left beside the data outputs (fewlabels.atomic): a stage
-that DVC then restores from its run cache never runs to do it.
+It also removes what interrupted runs left that no run will use: the temporaries beside the data outputs
+(fewlabels.atomic) and the train stage's resume states of settings params.yaml no longer has
+(fewlabels.resume). A stage that DVC restores from its run cache never runs to do it; this stage has no run
+cache (its output is `persist`), so it runs whenever params.yaml differs from dvc.lock's.
 """
+from fewlabels import resume
 from fewlabels.atomic import remove_stale, write_text
 from stages._common import layout, load_params, run
 
@@ -21,6 +24,8 @@ def main() -> None:
     for output in (paths.raw, paths.prepared, paths.split / "train.npy", paths.split / "valid.npy",
                    paths.index / "labeled.npy", paths.index / "unlabeled.npy"):
         remove_stale(output)
+    for state in resume.sweep(paths.resume_root, p):
+        print(f"removed {state}: a resume state of other settings, which no run will continue")
     write_text(paths.checked, CHECKED)
     print("params.yaml: ok")
 

@@ -2,9 +2,10 @@
 
 Writes models/<model>.pt (best state_dict, what rebuilds the model, the per-epoch history: the same bytes
 for the same params on the CPU), runs/<model>.json (what the run was and took: device, seconds, images/s,
-not a DVC metric) and per-epoch curves with DVCLive in dvclive/<model>/.
+and for a method that labels every image, its pseudo-labels' accuracy against the hidden labels: not a DVC
+metric) and per-epoch curves with DVCLive in dvclive/<model>/.
 
-After every epoch the run's state goes to <resume>/<key>.pt (fewlabels.checkpoint.ResumeStore): a run that
+After every epoch the run's state goes to .resume/<model>/<key>.pt (fewlabels.resume): a run that
 was killed continues from its last finished epoch when rerun with the same params, data and code, and ends
 with the weights an uninterrupted run would have had. A successful run removes it.
 
@@ -20,13 +21,14 @@ import numpy as np
 import torch
 from dvclive import Live
 
-from fewlabels import checkpoint, distributed, prepared
+from fewlabels import checkpoint, distributed, prepared, resume
 from fewlabels.atomic import write_json
 from fewlabels.data import fit_inputs
 from fewlabels.distributed import Dist
 from fewlabels.engine import Hooks, fit
 from fewlabels.inference import resolve_device
 from fewlabels.errors import ParamError
+from fewlabels.metrics import pseudo_label_scores
 from fewlabels.models import build_model, count_parameters
 from stages._common import layout, load_params, run, stage_model
 
@@ -70,12 +72,11 @@ def main() -> None:
         print(f"{name}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
 
     device = resolve_device(p.train.device)
-    store = checkpoint.ResumeStore(paths.resume, checkpoint.run_key(
-        model=name, seed=p.seed, labeled_frac=p.labeled_frac, train=p.train.model_dump(),
-        ssl=p.ssl.model_dump(), device=device.type, code=checkpoint.project_sources(),
-        data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled), world=p.dist.world_size))
+    store = checkpoint.ResumeStore(paths.resume, resume.settings_key(p, name) + "-" + resume.digest(
+        device=device.type, code=checkpoint.project_sources(),
+        data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled)))
     max_bytes = checkpoint.resume_bytes(model.state_dict(), len(x), p.train.epochs)
-    resume = store.load(device, max_bytes) if dist.main else None  # rank 0 hands it to the others
+    saved = store.load(device, max_bytes) if dist.main else None  # rank 0 hands it to the others
     inputs = fit_inputs(x, y, train_idx, valid_idx, labeled, unlabeled)
     try:
         if not dist.main:  # trains its share; writes nothing
@@ -90,8 +91,16 @@ def main() -> None:
                     live.log_metric(f"{split}/{metric}" if metric else key, row[key])
                 live.next_step()
 
-            result = fit(model, inputs, p.train, p.seed, p.ssl, hooks=Hooks(log_epoch, store.save, resume),
-                         dist=dist)
+            hidden = y[train_idx][inputs.unlabeled]  # known to this stage only: fit got them masked
+            rounds = []  # the pseudo-labels' scores of each epoch that relabelled the unlabeled images
+
+            def score_pseudo_labels(epoch, targets, weights):
+                rounds.append({"epoch": epoch, **pseudo_label_scores(targets, weights, hidden, inputs.unlabeled)})
+                print(f"pseudo-labels of epoch {epoch}: accuracy {rounds[-1]['acc']:.4f} on the unlabeled images, "
+                      f"{rounds[-1]['weighted_acc']:.4f} weighted", flush=True)
+
+            result = fit(model, inputs, p.train, p.seed, p.ssl, dist=dist,
+                         hooks=Hooks(log_epoch, store.save, saved, score_pseudo_labels))
     except checkpoint.Mismatch as err:  # the resume state is not this run's (fit checks it before using it)
         raise store.refuse(err) from None
     except KeyboardInterrupt:
@@ -109,10 +118,12 @@ def main() -> None:
         "history": [{k: row[k] for k in HISTORY} for row in result["history"]],
     })
     write_json(paths.run, {
-        "device": result["device"], "world_size": result["world_size"], "n_parameters": n_params, "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
+        "device": result["device"], "world_size": result["world_size"], "n_parameters": n_params,
+        "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
         "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
         "train_seconds": result["train_seconds"], "images_per_s": result["images_per_s"],
         "epoch_seconds": [row["seconds"] for row in result["history"]],
+        "pseudo_labels": rounds,  # this process's rounds: a resumed run's earlier ones are not replayed
     })
     store.clear()
     print(f"{name}: best epoch {result['best_epoch']}, {result['train_seconds']:.1f}s training, "

@@ -206,6 +206,10 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
 
     def fake_fit(model, data, *rest, **options):
         calls.append(tuple(data))
+        # pseudo-labels right at every unlabeled image but the first: the stage scores them on the hidden labels
+        targets = torch.full((len(data.train_images),), SENTINEL)
+        targets[data.unlabeled[0]] = 0
+        options["hooks"].pseudo_labels(2, targets, torch.ones(len(targets)))
         return {"state_dict": {}, "best_epoch": 1, "history": [], "epochs_run": 0, "train_seconds": 0.0,
                 "world_size": 1,
                 "images_per_s": 0.0, "device": "cpu", "mean": [0.5], "std": [0.5]}
@@ -225,3 +229,5 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     assert indices_of(valid_images) == valid.tolist() and valid_labels.tolist() == y[valid].tolist()
     run_record = json.loads((tmp_path / "runs/cifar_tanh.json").read_text())
     assert (run_record["n_labeled"], run_record["n_unlabeled"]) == (len(labeled), len(unlabeled))
+    share = (len(unlabeled) - 1) / len(unlabeled)
+    assert run_record["pseudo_labels"] == [{"epoch": 2, "acc": share, "weighted_acc": share, "covered": 1.0}]

@@ -344,3 +344,31 @@ def test_label_propagation_trains_towards_the_propagated_labels():
     expected = (expected * lp.weights[index] * lp.class_weights[lp.targets[index]]).mean()
     assert lp.loss(model, x, views, model, index).item() == pytest.approx(expected.item())
     assert lp.targets[:2].tolist() == [0, 1] and lp.weights[:2].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("method", ["label_propagation", "skip", "fixmatch"])
+def test_fit_hands_the_caller_each_relabelling_and_nothing_else(method):
+    """After every epoch that began with a propagation (not the warm-up epoch, whose unlabeled weight is 0),
+    fit hands the caller the method's labels of every image; batch-by-batch methods have none to hand."""
+    from fewlabels.data import FitInputs, mask_labels
+    from fewlabels.engine import Hooks, fit
+    from fewlabels.params import TrainConfig
+    from test_engine import separable, tiny_model
+
+    x, y = separable(120)
+    labeled, unlabeled = list(range(0, 120, 4)), [i for i in range(120) if i % 4]
+    rounds = []
+
+    def keep(epoch, targets, weights):
+        rounds.append((epoch, targets.clone(), weights.clone()))
+
+    fit(tiny_model(), FitInputs(x, mask_labels(y, labeled), labeled, unlabeled, *separable(30, seed=1)),
+        TrainConfig(epochs=3, batch_size=20, device="cpu", lr=3e-3), 0,
+        SSLConfig(method=method, lp_knn=5, warmup_epochs=1), hooks=Hooks(pseudo_labels=keep))
+    if method != "label_propagation":
+        assert rounds == []
+        return
+    assert [epoch for epoch, _, _ in rounds] == [2, 3]
+    for _, targets, weights in rounds:
+        assert torch.equal(targets[labeled], y[labeled]) and (weights[labeled] == 1).all()
+        assert len(targets) == len(weights) == 120 and ((weights >= 0) & (weights <= 1)).all()

@@ -1,10 +1,11 @@
 """fewlabels.metrics against figures worked out by hand."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from fewlabels.metrics import classification_metrics
+from fewlabels.metrics import classification_metrics, pseudo_label_scores
 
 CLASSES = ["a", "b", "c"]
 
@@ -47,3 +48,12 @@ def test_a_class_never_predicted_or_absent_counts_as_zero_not_an_error():
     assert m["per_class_accuracy"]["c"] == 0.0
     # F1: a = 2*(1/2*1)/(1/2+1) = 2/3, b = 2*(1*1/2)/(1+1/2) = 2/3, c = 0 (zero_division=0)
     assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+
+
+def test_pseudo_label_scores_by_hand():
+    """Five training images; positions 1-4 unlabeled (hidden labels 1, 1, 2, 0); position 0 is labeled and
+    never counts. Right at 1 (weight 1.0) and 3 (0.5); wrong at 2 (weight 0.5) and 4 (weight 0)."""
+    targets = torch.tensor([0, 1, 0, 2, 1])
+    weights = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.0])
+    got = pseudo_label_scores(targets, weights, np.array([1, 1, 2, 0]), np.array([1, 2, 3, 4]))
+    assert got == pytest.approx({"acc": 2 / 4, "weighted_acc": 1.5 / 2.0, "covered": 3 / 4})

@@ -69,10 +69,11 @@ def fake_plot_files(repo: Path) -> None:
         (evaluated / "per_class.csv").write_text("class,test_accuracy\nShirt,0.5\nCoat,1.0\n")
         Image.new("RGB", (8, 8), "white").save(evaluated / "confusion.png")
     # the label-efficiency curve: one row per run, two methods, two seeds
-    rows = [f"{frac},{method},{seed},{0.8 + frac / 10 + seed / 100}"
+    rows = [f"{frac},{method},{seed},{0.8 + frac / 10 + seed / 100},{300 + 60 * seed + 100 * frac}"
             for method in ("skip", "fixmatch") for frac in (0.01, 0.1, 1.0) for seed in (0, 1)]
     (repo / "reports").mkdir()
-    (repo / "reports" / "label_curve.csv").write_text("labeled_frac,method,seed,test_acc\n" + "\n".join(rows) + "\n")
+    (repo / "reports" / "label_curve.csv").write_text("labeled_frac,method,seed,test_acc,train_seconds\n"
+                                                      + "\n".join(rows) + "\n")
 
 
 class VegaDivs(HTMLParser):
@@ -120,8 +121,9 @@ def test_every_plot_draws_offline_in_chromium(tmp_path):
     html = (repo / "out" / "index.html").read_text(encoding="utf-8")
     ids = re.findall(r"vegaEmbed\('#([^']+)'", html)
     # per model: 5 training curves, the confusion matrix, per-class accuracy; and the label-efficiency curve
+    # against the labeled fraction and against the training minutes
     n_models = len(YAML(typ="safe", pure=True).load(REPO / "params.yaml")["models"])
-    assert len(ids) == 7 * n_models + 1 and "<script src" not in html, (ids, "inline scripts expected")
+    assert len(ids) == 7 * n_models + 2 and "<script src" not in html, (ids, "inline scripts expected")
 
     # No network at all: --disable-background-networking and friends keep Chromium's own requests off too.
     result = subprocess.run(

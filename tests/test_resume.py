@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fewlabels import checkpoint, methods
+from fewlabels import checkpoint, methods, params, resume
 from fewlabels.data import FitInputs, mask_labels
 from fewlabels.engine import Hooks, fit
 from fewlabels.errors import DataError
@@ -101,10 +101,10 @@ def test_an_early_stopped_run_resumes_as_stopped(tmp_path, monkeypatch):
 
 
 def test_resume_store_keys_runs_and_refuses_foreign_files(tmp_path):
-    a = checkpoint.run_key(model="cnn", train={"lr": 0.001}, data="d", code=[("x.py", "1")])
-    assert a == checkpoint.run_key(model="cnn", train={"lr": 0.001}, data="d", code=[("x.py", "1")])
-    assert a != checkpoint.run_key(model="cnn", train={"lr": 0.002}, data="d", code=[("x.py", "1")])
-    assert a != checkpoint.run_key(model="cnn", train={"lr": 0.001}, data="d", code=[("x.py", "2")])
+    a = resume.digest(model="cnn", train={"lr": 0.001}, data="d", code=[("x.py", "1")])
+    assert a == resume.digest(model="cnn", train={"lr": 0.001}, data="d", code=[("x.py", "1")])
+    assert a != resume.digest(model="cnn", train={"lr": 0.002}, data="d", code=[("x.py", "1")])
+    assert a != resume.digest(model="cnn", train={"lr": 0.001}, data="d", code=[("x.py", "2")])
     store = checkpoint.ResumeStore(tmp_path / "resume", a)
     assert store.load("cpu", 1 << 20) is None
     store.save({"counters": {"epoch": 2}, "w": torch.ones(2)})
@@ -115,6 +115,41 @@ def test_resume_store_keys_runs_and_refuses_foreign_files(tmp_path):
         store.load("cpu", 1 << 20)
     store.clear()
     assert not (tmp_path / "resume").exists()
+
+
+def test_settings_key_changes_with_every_setting_a_run_reads_and_no_other():
+    p = params.Params()
+    key = resume.settings_key(p, "cnn")
+    assert key == resume.settings_key(params.Params(), "cnn") and key != resume.settings_key(p, "lenet")
+    for change in ({"seed": 1}, {"labeled_frac": 0.5}, {"train": {"lr": 0.01}}, {"ssl": {"method": "fixmatch"}},
+                   {"dist": {"nproc_per_node": 2}}):
+        assert resume.settings_key(params.Params(**change), "cnn") != key, change
+    # the split changes the data, which the other half of the key digests
+    for change in ({"split": {"valid_frac": 0.2}}, {"data": {"retries": 5}}, {"models": ["cnn"]}):
+        assert resume.settings_key(params.Params(**change), "cnn") == key, change
+
+
+def test_sweep_deletes_the_states_no_run_of_these_params_continues(tmp_path):
+    p = params.Params(models=["cnn", "lenet"])
+    root = tmp_path / ".resume"
+    current = resume.settings_key(p, "cnn") + "-0123456789abcdef.pt"
+    kept = [root / "cnn" / current, root / "cnn" / f".{current}.123.tmp", root / "cnn" / "notes" / "mine.txt"]
+    other = resume.settings_key(params.Params(seed=5), "cnn") + "-0123456789abcdef.pt"
+    swept = [root / "cnn" / other, root / "cnn" / "old-style-key.pt",
+             root / "resnet" / (resume.settings_key(p, "resnet") + "-x.pt"),  # a model params.yaml no longer has
+             root / "lenet" / (resume.settings_key(p, "cnn") + "-x.pt")]     # another model's settings
+    for path in kept + swept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"state")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.pt").write_text("not the pipeline's")
+    (root / "mlp").symlink_to(outside)
+    assert resume.sweep(root, p) == sorted(swept)
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in swept)
+    assert sorted(f.name for f in root.iterdir()) == ["cnn", "mlp"]  # emptied folders go; the link stays
+    assert (outside / "precious.pt").exists()
+    assert resume.sweep(tmp_path / "none", p) == []
 
 
 def test_project_sources_are_every_project_module_imported_or_not():

@@ -4,7 +4,7 @@ import pytest
 
 import fakes
 from dvcrepo import commit, copy_pipeline, init, run, stages_run
-from fewlabels import params
+from fewlabels import params, resume
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +74,19 @@ def test_every_edit_is_checked_before_any_stage_runs(repo, restore, key, value, 
     out = run(repo, "dvc", "repro", ok=False)
     assert stages_run(out) == ["check"], out
     assert errors(out) == [f"error: params.yaml: {message}"], out
+
+
+def test_the_check_stage_runs_on_every_edit_and_drops_resume_states_no_run_continues(repo, restore):
+    """Ctrl-C keeps a resume state of the settings being tried; going back to settings DVC restores from its
+    run cache runs no train code, but the check stage runs (it has no run cache) and deletes that state."""
+    tried = params.load(repo / "params.yaml").model_copy(update={"seed": 7})
+    edit_params(repo, "seed", 7)
+    assert stages_run(run(repo, "dvc", "repro", "check")) == ["check"]
+    left = repo / ".resume" / MODEL / (resume.settings_key(tried, MODEL) + "-0123456789abcdef.pt")
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"the state of an interrupted run")
+    run(repo, "git", "checkout", "--", "params.yaml")  # back to the committed params, in the run cache
+    out = run(repo, "dvc", "repro")
+    assert stages_run(out) == ["check"], out
+    assert f"removed .resume/{MODEL}/{left.name}: a resume state of other settings" in out
+    assert not (repo / ".resume").exists()

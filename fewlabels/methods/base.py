@@ -35,6 +35,11 @@ class Method:
         """Before an epoch that trains on unlabeled batches: `teacher` may look at every training image (uint8
         [N, C, H, W] on the device; `prep` normalises them), e.g. to pseudo-label them all at once."""
 
+    def pseudo_labels(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(class [N], weight [N]) of every training image, for a method that labels them all in start_epoch;
+        None for one that labels batch by batch."""
+        return None
+
     def loss(self, student, x: torch.Tensor, views, teacher, index: torch.Tensor) -> torch.Tensor | None:
         """The loss of normalised unlabeled images `x` (at positions `index` of the training set) for `student`
         (what trains), given the run's augment.Views and `teacher` (the model, or its weight average; never

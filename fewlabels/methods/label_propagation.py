@@ -31,18 +31,21 @@ class Method(base.Method):
 
     def __init__(self, ssl, run: base.Run):
         super().__init__(ssl, run)
-        self.labels = run.labels.to(run.device)  # -1 at every unlabeled position
+        self.labels = run.labels.cpu()  # -1 at every unlabeled position; propagation runs on the CPU
         self.targets = torch.zeros(run.n_images, dtype=torch.int64, device=run.device)
         self.weights = torch.zeros(run.n_images, device=run.device)  # 0 until the first propagation
         self.class_weights = torch.ones(run.classes, device=run.device)
 
     def start_epoch(self, teacher, prep, images: torch.Tensor) -> None:
-        scores = propagate(embed(teacher, prep, images), self.labels.cpu(), len(self.class_weights),
+        scores = propagate(embed(teacher, prep, images), self.labels, len(self.class_weights),
                            self.ssl.lp_knn, self.ssl.lp_alpha)
-        targets, weights, class_weights = pseudo_labels(scores, self.labels.cpu())
+        targets, weights, class_weights = pseudo_labels(scores, self.labels)
         self.targets.copy_(targets)
         self.weights.copy_(weights)
         self.class_weights.copy_(class_weights)
+
+    def pseudo_labels(self):
+        return self.targets, self.weights
 
     def loss(self, student, x, views, teacher, index):
         targets = self.targets[index]
