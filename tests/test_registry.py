@@ -1,25 +1,39 @@
-"""The registries settings pick code by (fewlabels.registry): each name is code of that name, and the schema
-offers exactly the names."""
+"""The registries settings pick code by (fewlabels.registry, fewlabels.methods): each name is code of that
+name, params.yaml accepts every registered name and refuses any other with the choices."""
 import subprocess
 import sys
-import typing
 
 import pytest
 import torch
 
 from dvcrepo import REPO
-from fewlabels import models, params, registry
+from fewlabels import methods, models, params, registry
+from fewlabels.errors import ParamError
 from fewlabels.params import TrainConfig
 
-REGISTRIES = {"models": (registry.MODELS, params.ModelName), "optimizers": (registry.OPTIMIZERS, params.Optimizer),
-              "schedulers": (registry.SCHEDULERS, params.Scheduler), "augment": (registry.AUGMENTS, params.AugmentPolicy),
-              "strong": (registry.STRONG_VIEWS, params.StrongAugment)}
+# each registry and the params.yaml key that picks from it
+REGISTRIES = {"models": registry.MODELS, "train.optimizer": registry.OPTIMIZERS,
+              "train.scheduler": registry.SCHEDULERS, "train.augment": registry.AUGMENTS,
+              "ssl.strong": registry.STRONG_VIEWS, "ssl.method": methods.METHODS}
 
 
-@pytest.mark.parametrize("kind", REGISTRIES)
-def test_the_schema_offers_exactly_the_registered_names(kind):
-    table, choices = REGISTRIES[kind]
-    assert typing.get_args(choices) == tuple(table)
+def with_setting(key: str, name: str) -> dict:
+    """The validated params.yaml with `key` set to `name` (and the weight average a method may need)."""
+    raw = params.set_key(params.read(REPO / "params.yaml"), key, [name] if key == "models" else name)
+    if key == "ssl.method" and name in methods.METHODS and methods.METHODS[name].needs_average:
+        raw = params.set_key(raw, "train.ema", 0.99)
+    return params.validate(raw).model_dump()
+
+
+@pytest.mark.parametrize("key", REGISTRIES)
+def test_params_accept_every_registered_name_and_refuse_others_naming_the_choices(key):
+    section, _, field = key.rpartition(".")
+    for name in REGISTRIES[key]:
+        picked = with_setting(key, name)
+        assert (picked[section][field] if section else picked[field]) == ([name] if key == "models" else name)
+    with pytest.raises(ParamError) as refused:
+        with_setting(key, "nonexistent")
+    assert all(name in str(refused.value) for name in REGISTRIES[key]), refused.value
 
 
 def test_checking_params_never_imports_torch():
@@ -49,7 +63,7 @@ def test_every_optimizer_and_schedule_builds():
 @pytest.mark.parametrize("kind", ["augment", "strong"])
 def test_every_augmentation_keeps_the_batch_shape(kind):
     x = torch.randn(4, 1, 28, 28)
-    for name in REGISTRIES[kind][0]:
+    for name in registry.AUGMENTS if kind == "augment" else registry.STRONG_VIEWS:
         if kind == "augment":
             out = registry.AUGMENTS[name](x)
         else:
