@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from dvc.api import read as read_output
+from dvc.exceptions import PathMissingError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from fewlabels.atomic import atomic_path  # noqa: E402
@@ -93,13 +94,21 @@ def wait_for_queue() -> list[str]:
 
 def with_run_records(rows: list[dict]) -> list[dict]:
     """Add each run's device, training seconds and last pseudo-label accuracy from its runs/<model>.json (a
-    cached output, not a metric)."""
+    cached output, not a metric). A run whose record this cache lacks (a commit made on another host, say)
+    is left out, with a line saying so."""
+    kept = []
     for row in rows:
-        record = json.loads(read_output(f"runs/{row['model']}.json", rev=row["rev"]))
+        try:
+            record = json.loads(read_output(f"runs/{row['model']}.json", rev=row["rev"]))
+        except PathMissingError:
+            print(f"left out {row['rev'][:8]} (labeled_frac {row['labeled_frac']}, {row['method']}, seed "
+                  f"{row['seed']}): its runs/{row['model']}.json is in no cache here; `dvc pull` it", file=sys.stderr)
+            continue
+        kept.append(row)
         rounds = record.get("pseudo_labels") or [{"acc": ""}]  # none: a batch-by-batch method, or an older run
         row.update(device=record["device"], train_seconds=round(record["train_seconds"], 1),
                    pseudo_label_acc=rounds[-1]["acc"] if rounds[-1]["acc"] == "" else round(rounds[-1]["acc"], 4))
-    return rows
+    return kept
 
 
 def main() -> None:

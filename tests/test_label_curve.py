@@ -89,6 +89,33 @@ def test_grid_is_fracs_by_methods_by_seeds_without_ssl_at_full_labels(monkeypatc
     assert queued == [("-S", "labeled_frac=0.1", "-S", "ssl.method=skip", "-S", "seed=0", "-S", "train.epochs=3")]
 
 
+def test_run_records_fill_each_row_and_a_run_without_one_is_left_out_with_a_line(monkeypatch, capsys):
+    import json
+
+    from dvc.exceptions import PathMissingError
+
+    from bench import label_curve
+
+    records = {"a": {"device": "cpu", "train_seconds": 312.04,
+                     "pseudo_labels": [{"acc": 0.8}, {"acc": 0.83456}]},
+               "b": {"device": "cuda:0", "train_seconds": 20.0, "pseudo_labels": []}}
+
+    def read(path, rev):
+        if rev not in records:
+            raise PathMissingError(path, None)
+        return json.dumps(records[rev])
+
+    monkeypatch.setattr(label_curve, "read_output", read)
+    rows = [{"labeled_frac": 0.01, "method": m, "seed": 0, "model": "bn_cnn", "rev": rev}
+            for m, rev in (("label_propagation", "a"), ("skip", "b"), ("skip", "c0ffee0012"))]
+    assert label_curve.with_run_records(rows) == [
+        dict(rows[0], device="cpu", train_seconds=312.0, pseudo_label_acc=0.8346),
+        dict(rows[1], device="cuda:0", train_seconds=20.0, pseudo_label_acc=""),
+    ]
+    assert capsys.readouterr().err == ("left out c0ffee00 (labeled_frac 0.01, skip, seed 0): its runs/bn_cnn.json "
+                                       "is in no cache here; `dvc pull` it\n")
+
+
 @pytest.mark.parametrize("text", ["2/2", "a/2", "1", "-1/2"])
 def test_a_bad_shard_is_refused(text):
     import argparse
