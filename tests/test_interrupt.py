@@ -42,9 +42,17 @@ def stage_inputs(directory: Path, n: int = 3000) -> Path:
     return directory
 
 
+def as_from_a_terminal() -> None:
+    """In the child: SIGINT's default disposition, as a command started from a terminal has it. A shell
+    without job control starts background commands (`pytest ... &` in a script) with SIGINT ignored, which
+    Python then never turns into KeyboardInterrupt: the Ctrl-C these tests send would go unheard."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(cwd: Path, *cmd: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)} if cmd[0] == sys.executable else child_env()
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal, **kwargs)
 
 
 def wait_for_resume_state(cwd: Path, proc: subprocess.Popen, timeout_s: float = 240) -> None:
