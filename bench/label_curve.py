@@ -102,12 +102,13 @@ def with_run_records(rows: list[dict]) -> list[dict]:
             record = json.loads(read_output(f"runs/{row['model']}.json", rev=row["rev"]))
         except PathMissingError:
             print(f"left out {row['rev'][:8]} (labeled_frac {row['labeled_frac']}, {row['method']}, seed "
-                  f"{row['seed']}): its runs/{row['model']}.json is in no cache here; `dvc pull` it", file=sys.stderr)
+                  f"{row['seed']}): its runs/{row['model']}.json is in no cache here; `dvc pull` it",
+                  file=sys.stderr)
             continue
         kept.append(row)
-        rounds = record.get("pseudo_labels") or [{"acc": ""}]  # none: a batch-by-batch method, or an older run
+        rounds = record.get("pseudo_labels")  # none: a batch-by-batch method, or an older run
         row.update(device=record["device"], train_seconds=round(record["train_seconds"], 1),
-                   pseudo_label_acc=rounds[-1]["acc"] if rounds[-1]["acc"] == "" else round(rounds[-1]["acc"], 4))
+                   pseudo_label_acc=round(rounds[-1]["acc"], 4) if rounds else "")
     return kept
 
 
