@@ -185,8 +185,8 @@ class ResumeStore:
     """One run's resume state: <directory>/<key>.pt, rewritten after every epoch and removed on success.
 
     The key (fewlabels.resume) digests the run's params, inputs, code and device, so a changed experiment
-    never resumes from another one's state. The directory is not a DVC output (DVC deletes a stage's outputs before it reruns
-    it) and is git-ignored.
+    never resumes from another one's state. The directory is not a DVC output (DVC deletes a stage's
+    outputs before it reruns it) and is git-ignored.
     """
 
     def __init__(self, directory: Path, key: str):

@@ -70,6 +70,11 @@ def ramp(ssl: SSLConfig, epoch: int) -> float:
     return ssl.weight * min(1.0, (epoch - 1) / ssl.warmup_epochs)
 
 
+def uses_unlabeled(ssl: SSLConfig, epoch: int) -> bool:
+    """Whether `epoch` trains on the unlabeled images (and the method relabels them at its start)."""
+    return ramp(ssl, epoch) > 0
+
+
 def build_method(ssl: SSLConfig, run: Run) -> methods.base.Method:
     """The run's semi-supervised method: class Method of module fewlabels/methods/<ssl.method>.py."""
     return importlib.import_module(f"fewlabels.methods.{ssl.method}").Method(ssl, run)
@@ -135,7 +140,7 @@ def train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, float
     unlabeled_weight = ramp(loop.ssl, epoch) / loop.unlabeled_share
     # never the DDP wrapper: its forward is a collective, the teacher's need not be
     teacher = state.scored if loop.ssl.ema_teacher else state.model
-    if unlabeled_weight > 0:
+    if uses_unlabeled(loop.ssl, epoch):
         state.method.start_epoch(teacher, loop.prep, loop.loader.dataset.images)
     net.train()
     loss_sum = torch.zeros((), device=device)
@@ -252,7 +257,7 @@ def fit(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig = SS
         seconds = time.perf_counter() - start  # train_epoch's .item() waited for the device
         row, stop = None, False
         labelled = state.method.pseudo_labels() if dist.main and hooks.pseudo_labels else None
-        if labelled is not None and ramp(ssl, epoch) > 0:  # relabelled at this epoch's start
+        if labelled is not None and uses_unlabeled(ssl, epoch):  # relabelled at this epoch's start
             hooks.pseudo_labels(epoch, *labelled)
         if dist.main:
             row = validate(state, loop, data, {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,

@@ -23,6 +23,16 @@ def settings_key(p, model: str) -> str:
                   ssl=p.ssl.model_dump(), world=p.dist.world_size)
 
 
+def state_prefix(p, model: str) -> str:
+    """The start of the name of every state of `model` under params `p`: its settings digest and a dash."""
+    return settings_key(p, model) + "-"
+
+
+def state_name(p, model: str, **inputs) -> str:
+    """The name (without .pt) of the state of `model` under params `p` on `inputs` (data, code, device)."""
+    return state_prefix(p, model) + digest(**inputs)
+
+
 def sweep(root: Path, p) -> list[Path]:
     """Delete the files under root/<model>/ that are no state (or state being written) of params `p`, and
     the folders left empty; return the deleted files. A symbolic link among the folders is left alone:
@@ -31,7 +41,7 @@ def sweep(root: Path, p) -> list[Path]:
         return []
     removed = []
     for folder in sorted(f for f in root.iterdir() if f.is_dir() and not f.is_symlink()):
-        prefix = settings_key(p, folder.name) + "-" if folder.name in p.models else None
+        prefix = state_prefix(p, folder.name) if folder.name in p.models else None
         for f in sorted(folder.iterdir()):
             if f.is_dir() and not f.is_symlink():
                 continue  # not written by the train stage: not ours to delete

@@ -72,8 +72,8 @@ def main() -> None:
         print(f"{name}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
 
     device = resolve_device(p.train.device)
-    store = checkpoint.ResumeStore(paths.resume, resume.settings_key(p, name) + "-" + resume.digest(
-        device=device.type, code=checkpoint.project_sources(),
+    store = checkpoint.ResumeStore(paths.resume, resume.state_name(
+        p, name, device=device.type, code=checkpoint.project_sources(),
         data=checkpoint.array_digest(x, y, train_idx, valid_idx, labeled, unlabeled)))
     max_bytes = checkpoint.resume_bytes(model.state_dict(), len(x), p.train.epochs)
     saved = store.load(device, max_bytes) if dist.main else None  # rank 0 hands it to the others

@@ -132,12 +132,12 @@ def test_settings_key_changes_with_every_setting_a_run_reads_and_no_other():
 def test_sweep_deletes_the_states_no_run_of_these_params_continues(tmp_path):
     p = params.Params(models=["cnn", "lenet"])
     root = tmp_path / ".resume"
-    current = resume.settings_key(p, "cnn") + "-0123456789abcdef.pt"
+    current = resume.state_name(p, "cnn", device="cpu") + ".pt"
     kept = [root / "cnn" / current, root / "cnn" / f".{current}.123.tmp", root / "cnn" / "notes" / "mine.txt"]
-    other = resume.settings_key(params.Params(seed=5), "cnn") + "-0123456789abcdef.pt"
+    other = resume.state_name(params.Params(seed=5), "cnn", device="cpu") + ".pt"
     swept = [root / "cnn" / other, root / "cnn" / "old-style-key.pt",
-             root / "resnet" / (resume.settings_key(p, "resnet") + "-x.pt"),  # a model params.yaml no longer has
-             root / "lenet" / (resume.settings_key(p, "cnn") + "-x.pt")]     # another model's settings
+             root / "resnet" / (resume.state_name(p, "resnet") + ".pt"),  # a model params.yaml no longer has
+             root / "lenet" / (resume.state_name(p, "cnn") + ".pt")]     # another model's settings
     for path in kept + swept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"state")
