@@ -17,8 +17,9 @@ claims one: fewlabels.distributed.claim_gpu; FEWLABELS_GPU_SLOTS=k lets k experi
 
 Writes reports/label_curve.csv (one row per run; a DVC plot in `dvc plots show`) and
 reports/label_curve.png, and prints the table of means. The CSV accumulates: rows of earlier sessions stay,
-and a new run replaces the row of the same labeled_frac, method, seed and model. With every label kept there is nothing unlabeled, so
-at labeled_frac 1.0 only `skip` runs.
+and a new run replaces the row of the same labeled_frac, method, recipe (its settings beyond the defaults:
+fewlabels.curve.recipe), seed and model. With every label kept there is nothing unlabeled, so at
+labeled_frac 1.0 only `skip` runs.
 """
 import argparse
 import csv

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import report
 from bench.common import REPO, RESULTS
-from fewlabels.curve import merge
+from fewlabels.curve import markdown_table, merge, summarize
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
 MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
@@ -53,6 +53,13 @@ def curve_runs(path: Path) -> list[dict]:
         return merge(list(csv.DictReader(f)), [])
 
 
+def per_pass_runs(path: Path) -> list[dict]:
+    """The frozen curve from before the step budget: its rows predate the recipe column (each ran that
+    time's defaults), so they get an empty one."""
+    with open(path, newline="") as f:
+        return merge([dict(row, recipe="") for row in csv.DictReader(f)], [])
+
+
 # the tables ---------------------------------------------------------------------------------------
 
 def method_grid(runs: list[dict], seconds: bool = False) -> str:
@@ -81,10 +88,11 @@ def method_grid(runs: list[dict], seconds: bool = False) -> str:
 
 def label_curve(runs: list[dict]) -> str:
     """One row per run, as reports/label_curve.csv holds them, the experiment's rev shortened."""
-    runs = sorted(runs, key=lambda r: (r["labeled_frac"], method_order(r["method"]), r["seed"]))
-    return table(["labeled_frac (labels)", "method", "seed", "model", "epochs", "device", "test acc", "train s",
-                  "pseudo-label acc", "rev"],
-                 [[labels(r["labeled_frac"]), r["method"], r["seed"], f"`{r['model']}`", r["epochs"], r["device"],
+    runs = sorted(runs, key=lambda r: (r["labeled_frac"], method_order(r["method"]), r["recipe"], r["seed"]))
+    return table(["labeled_frac (labels)", "method", "recipe", "seed", "model", "epochs", "device", "test acc",
+                  "train s", "pseudo-label acc", "rev"],
+                 [[labels(r["labeled_frac"]), r["method"], f"`{r['recipe']}`" if r["recipe"] else "", r["seed"],
+                   f"`{r['model']}`", r["epochs"], r["device"],
                    f"{r['test_acc']:.4f}", f"{r['train_seconds']:.0f}", r.get("pseudo_label_acc") or "",
                    f"`{r['rev'][:8]}`"] for r in runs])
 
@@ -118,7 +126,7 @@ def cpu_dispatch(result: dict) -> str:
 def tables() -> dict[str, str]:
     """Every table by its marker name, rendered from the files as they are now."""
     grid = recipe_runs(RESULTS / "ssl_grid_h100.jsonl")
-    per_pass = curve_runs(REPO / "reports" / "label_curve_per_pass.csv")
+    per_pass = per_pass_runs(REPO / "reports" / "label_curve_per_pass.csv")
     return {
         "bench": report.markdown(),
         "cpu_dispatch": cpu_dispatch(json.loads((RESULTS / "cpu_dispatch.json").read_text())),
@@ -126,6 +134,7 @@ def tables() -> dict[str, str]:
         "ssl_grid_h100": method_grid([r for r in grid if "train.augment=flip_crop" in r["overrides"]]),
         "ssl_methods_cpu": ssl_methods(recipe_runs(RESULTS / "ssl_methods_cpu.jsonl")),
         "label_curve": label_curve(curve_runs(REPO / "reports" / "label_curve.csv")),
+        "label_curve_means": markdown_table(summarize(curve_runs(REPO / "reports" / "label_curve.csv"))),
         "label_curve_per_pass": method_grid(per_pass, seconds=True),
     }
 

@@ -2,6 +2,7 @@
 
 Reads the JSON of `dvc exp show --json` and the text of `dvc queue status`; plain functions, no I/O.
 """
+import json
 import statistics
 
 import matplotlib
@@ -9,11 +10,38 @@ import matplotlib
 matplotlib.use("Agg")  # batch jobs and containers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fewlabels.params import Params  # noqa: E402
+
 # reports/label_curve.csv: one row per run (long form), in this column order
-# (pseudo_label_acc: of the last relabelling of a method that labels every image, against the hidden labels;
-# empty for the others)
-FIELDS = ["labeled_frac", "method", "seed", "test_acc", "model", "epochs", "device", "train_seconds",
+# (recipe: what else the run set, see recipe(); pseudo_label_acc: of the last relabelling of a method that
+# labels every image, against the hidden labels; empty for the others)
+FIELDS = ["labeled_frac", "method", "recipe", "seed", "test_acc", "model", "epochs", "device", "train_seconds",
           "pseudo_label_acc", "rev"]
+AXES = {"labeled_frac", "seed", "ssl.method"}  # the grid's own columns
+NOT_RECIPE = ("models", "data.")  # which models a run trains and where its files come from: not how a model learns
+
+
+def _flat(params: dict, prefix: str = ""):
+    for key, value in params.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
+
+
+def recipe(params: dict) -> str:
+    """The settings of a run's params.yaml that differ from fewlabels.params' defaults, beyond the grid's
+    axes, as `dvc exp run -S` takes them: 'ssl.unlabeled_ratio=1 train.epochs=4'; '' for the defaults."""
+    defaults = dict(_flat(Params().model_dump(mode="json")))
+    return " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+                    for key, value in sorted(_flat(params))
+                    if key not in AXES and not key.startswith(NOT_RECIPE)
+                    and (key not in defaults or value != defaults[key]))
+
+
+def variant(row: dict) -> str:
+    """A row's method and recipe, as legends and tables name a line: 'skip' or 'skip (train.epochs=4)'."""
+    return row["method"] + (f" ({row['recipe']})" if row["recipe"] else "")
 
 
 def _records(node):
@@ -30,7 +58,8 @@ def _records(node):
 
 
 def curve_rows(exp_show: list, model: str) -> list[dict]:
-    """One row per (labeled_frac, ssl.method, seed) with metrics/<model>.json, the newest run winning; sorted.
+    """One row per (labeled_frac, ssl.method, recipe, seed) with metrics/<model>.json, the newest run
+    winning; sorted.
 
     Rows hold the FIELDS that `dvc exp show` knows; device and train_seconds come from each run's
     runs/<model>.json, which the caller reads.
@@ -42,53 +71,56 @@ def curve_rows(exp_show: list, model: str) -> list[dict]:
         if not metrics or "labeled_frac" not in params:
             continue
         frac, method, seed = float(params["labeled_frac"]), params["ssl"]["method"], params["seed"]
-        newest[(frac, method, seed)] = {"labeled_frac": frac, "method": method, "seed": seed,
-                                        "test_acc": metrics[model]["test"]["accuracy"], "model": model,
-                                        "epochs": params["train"]["epochs"], "rev": rev}
-    return [newest[key] for key in sorted(newest, key=lambda k: (k[1], k[0], k[2]))]
+        how = recipe(params)
+        newest[(frac, method, how, seed)] = {"labeled_frac": frac, "method": method, "recipe": how, "seed": seed,
+                                             "test_acc": metrics[model]["test"]["accuracy"], "model": model,
+                                             "epochs": params["train"]["epochs"], "rev": rev}
+    return [newest[key] for key in sorted(newest, key=lambda k: (k[1], k[2], k[0], k[3]))]
 
 
 def _key(row: dict) -> tuple:
-    return float(row["labeled_frac"]), row["method"], int(row["seed"]), row["model"]
+    return float(row["labeled_frac"]), row["method"], row["recipe"], int(row["seed"]), row["model"]
 
 
 def merge(kept: list[dict], new: list[dict]) -> list[dict]:
     """The rows already in reports/label_curve.csv (earlier sessions, other hosts: read back as text) and
-    this run's: a new row replaces a kept one of the same labeled_frac, method, seed and model. Sorted by
-    method, labeled_frac, seed; numbers as numbers."""
+    this run's: a new row replaces a kept one of the same labeled_frac, method, recipe, seed and model.
+    Sorted by method, recipe, labeled_frac, seed; numbers as numbers."""
     rows = {}
     for row in [*kept, *new]:
         row = dict(row, labeled_frac=float(row["labeled_frac"]), seed=int(row["seed"]),
                    test_acc=float(row["test_acc"]), train_seconds=float(row["train_seconds"]))
         rows[_key(row)] = row
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[1], k[0], k[2], k[3]))]
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[1], k[2], k[0], k[3], k[4]))]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per (method, labeled_frac): mean and sample standard deviation of test accuracy over seeds, and n."""
+    """Per (method, recipe, labeled_frac): mean and sample standard deviation of test accuracy over seeds,
+    and n."""
     cells = {}
     for row in rows:
-        cells.setdefault((row["method"], row["labeled_frac"]), []).append(row["test_acc"])
-    return [{"method": method, "labeled_frac": frac, "mean": statistics.fmean(accs),
+        cells.setdefault((row["method"], row["recipe"], row["labeled_frac"]), []).append(row["test_acc"])
+    return [{"method": method, "recipe": how, "labeled_frac": frac, "mean": statistics.fmean(accs),
              "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "n": len(accs)}
-            for (method, frac), accs in sorted(cells.items())]
+            for (method, how, frac), accs in sorted(cells.items())]
 
 
 def markdown_table(summary: list[dict]) -> str:
-    """labeled_frac rows x method columns of 'mean ± std (n)'."""
-    methods = sorted({s["method"] for s in summary})
+    """labeled_frac rows x variant (method and recipe) columns of 'mean ± std (n)'."""
+    methods = sorted({variant(s) for s in summary})
     fracs = sorted({s["labeled_frac"] for s in summary})
-    cell = {(s["method"], s["labeled_frac"]): f"{s['mean']:.4f} ± {s['std']:.4f} ({s['n']})" for s in summary}
+    cell = {(variant(s), s["labeled_frac"]): f"{s['mean']:.4f} ± {s['std']:.4f} ({s['n']})" for s in summary}
     lines = ["| labeled_frac | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
     lines += [f"| {f} | " + " | ".join(cell.get((m, f), "") for m in methods) + " |" for f in fracs]
     return "\n".join(lines) + "\n"
 
 
 def plot_curve(summary: list[dict], model: str, title: str):
-    """A matplotlib figure: test accuracy vs labeled fraction (log x), a line per method, ± std error bars."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in sorted({s["method"] for s in summary}):
-        points = [s for s in summary if s["method"] == method]
+    """A matplotlib figure: test accuracy vs labeled fraction (log x), a line per method and recipe, ± std
+    error bars."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for method in sorted({variant(s) for s in summary}):
+        points = [s for s in summary if variant(s) == method]
         ax.errorbar([s["labeled_frac"] for s in points], [s["mean"] for s in points],
                     yerr=[s["std"] for s in points], marker="o", capsize=3, label=method)
     ax.set_xscale("log")
@@ -96,7 +128,7 @@ def plot_curve(summary: list[dict], model: str, title: str):
     ax.set_ylabel(f"test accuracy ({model}), mean ± std over seeds")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="ssl.method")
+    ax.legend(title="ssl.method (recipe)", fontsize="x-small")
     fig.tight_layout()
     return fig
 

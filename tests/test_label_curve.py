@@ -6,17 +6,18 @@ import shutil
 import matplotlib.image
 import pytest
 
-from fewlabels.curve import curve_rows, markdown_table, merge, queue_tasks, summarize
+from fewlabels import params
+from fewlabels.curve import curve_rows, markdown_table, merge, queue_tasks, recipe, summarize
 from dvcrepo import REPO, commit, run
 from test_pipeline_train import make_project
 
 
-def record(frac, method, acc, timestamp, model="cnn", seed=0, rev=None):
+def record(frac, method, acc, timestamp, model="cnn", seed=0, rev=None, epochs=10):
     """One commit/experiment record shaped like DVC 3's `dvc exp show --json`."""
-    params = {"labeled_frac": frac, "seed": seed, "ssl": {"method": method}, "train": {"epochs": 10}}
+    settings = {"labeled_frac": frac, "seed": seed, "ssl": {"method": method}, "train": {"epochs": epochs}}
     return {"rev": rev or f"sha-{timestamp}", "data": {
         "timestamp": timestamp,
-        "params": {"params.yaml": {"data": params}},
+        "params": {"params.yaml": {"data": settings}},
         "metrics": {f"metrics/{model}.json": {"data": {model: {"test": {"accuracy": acc}}}}} if acc is not None else {},
     }}
 
@@ -33,12 +34,27 @@ def test_curve_rows_one_per_run_newest_wins_sorted():
         record(0.1, "skip", 0.87, "2026-01-03T00:00:00"),      # rerun of the same cell and seed: newer wins
         record(0.1, "skip", 0.80, "2026-01-03T00:00:01", seed=1),  # another seed: its own row
         record(0.1, "fixmatch", 0.90, "2026-01-02T00:00:00"),
+        record(0.1, "skip", 0.83, "2026-01-02T00:00:01", epochs=4),  # another recipe: its own row
         record(0.05, "fixmatch", None, "2026-01-04T00:00:00"),  # failed: no metrics, no row
     )
     rows = curve_rows(show, "cnn")
-    assert [(r["method"], r["labeled_frac"], r["seed"], r["test_acc"]) for r in rows] == [
-        ("fixmatch", 0.1, 0, 0.90), ("skip", 0.1, 0, 0.87), ("skip", 0.1, 1, 0.80), ("skip", 1.0, 0, 0.92)]
+    assert [(r["method"], r["recipe"], r["labeled_frac"], r["seed"], r["test_acc"]) for r in rows] == [
+        ("fixmatch", "", 0.1, 0, 0.90), ("skip", "", 0.1, 0, 0.87), ("skip", "", 0.1, 1, 0.80),
+        ("skip", "", 1.0, 0, 0.92), ("skip", "train.epochs=4", 0.1, 0, 0.83)]
     assert rows[1]["rev"] == "sha-2026-01-03T00:00:00" and rows[1]["epochs"] == 10 and rows[1]["model"] == "cnn"
+
+
+def test_a_recipe_is_what_a_run_sets_beyond_the_defaults_and_the_grid_as_dvc_exp_run_takes_it():
+    settings = params.Params().model_dump(mode="json")
+    assert recipe(settings) == ""
+    settings.update(labeled_frac=0.01, seed=2, models=["lenet"])  # the grid's axes, and which models ran
+    settings["ssl"].update(method="fixmatch", unlabeled_ratio=1, dist_align=True)
+    settings["train"].update(augment="flip_crop", epoch_steps=700, step_milestones=[2, 3])
+    settings["data"]["timeout_s"] = 5.0  # where files come from, not how a model learns
+    assert recipe(settings) == ("ssl.dist_align=true ssl.unlabeled_ratio=1 train.augment=flip_crop "
+                                "train.epoch_steps=700 train.step_milestones=[2, 3]")
+    settings["train"]["retired_setting"] = 1  # an older params.yaml's key that has no default now
+    assert "train.retired_setting=1" in recipe(settings).split(" ")
 
 
 def test_the_workspace_is_not_a_run_of_its_own():
@@ -51,13 +67,17 @@ def test_curve_rows_of_another_model_are_absent():
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
-    rows = [{"method": "skip", "labeled_frac": 0.1, "test_acc": a} for a in (0.80, 0.82, 0.84)]
-    rows.append({"method": "fixmatch", "labeled_frac": 0.1, "test_acc": 0.9})
+    rows = [{"method": "skip", "recipe": "", "labeled_frac": 0.1, "test_acc": a} for a in (0.80, 0.82, 0.84)]
+    rows.append({"method": "fixmatch", "recipe": "", "labeled_frac": 0.1, "test_acc": 0.9})
+    rows.append({"method": "skip", "recipe": "train.epochs=4", "labeled_frac": 0.1, "test_acc": 0.7})
     summary = summarize(rows)
-    assert [(s["method"], s["n"]) for s in summary] == [("fixmatch", 1), ("skip", 3)]
+    assert [(s["method"], s["recipe"], s["n"]) for s in summary] == [
+        ("fixmatch", "", 1), ("skip", "", 3), ("skip", "train.epochs=4", 1)]
     assert summary[1]["mean"] == pytest.approx(0.82) and summary[1]["std"] == pytest.approx(0.02)
     assert summary[0]["std"] == 0.0
-    assert markdown_table(summary).splitlines()[2] == "| 0.1 | 0.9000 ± 0.0000 (1) | 0.8200 ± 0.0200 (3) |"
+    table = markdown_table(summary).splitlines()
+    assert table[0] == "| labeled_frac | fixmatch | skip | skip (train.epochs=4) |"
+    assert table[2] == "| 0.1 | 0.9000 ± 0.0000 (1) | 0.8200 ± 0.0200 (3) | 0.7000 ± 0.0000 (1) |"
 
 
 def test_queue_tasks_reads_each_rows_status():
@@ -167,7 +187,7 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
     assert [(r["method"], r["labeled_frac"], r["seed"]) for r in rows] == [
         ("fixmatch", "0.5", "3"), ("skip", "0.5", "3"), ("skip", "1.0", "3")]
     assert all(0 <= float(r["test_acc"]) <= 1 and r["device"] == "cpu" and float(r["train_seconds"]) >= 0
-               and r["epochs"] == "1" for r in rows)
+               and r["epochs"] == "1" and r["recipe"] == "train.epochs=1" for r in rows)
     assert "| 0.5 | " in out and " (1) |" in out  # the table of means
     image = matplotlib.image.imread(repo / "reports" / "label_curve.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
@@ -180,7 +200,7 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
     assert spec["encoding"]["x"]["scale"] == {"type": "log"}
     assert spec["encoding"]["x"]["title"] == "labeled fraction of the training split (log scale)"
     assert {layer["encoding"]["y"]["title"] for layer in spec["layer"]} == {"test accuracy (mean ± std over seeds)"}
-    assert spec["encoding"]["color"]["field"] == "method"
+    assert spec["encoding"]["color"]["field"] == "variant"  # method and recipe
     assert [(v["method"], v["labeled_frac"], v["seed"]) for v in spec["data"]["values"]] == \
         [(r["method"], r["labeled_frac"], r["seed"]) for r in rows]
 
@@ -202,15 +222,17 @@ def test_label_curve_refuses_uncommitted_params(tmp_path):
 
 
 def test_the_csv_accumulates_and_a_new_run_replaces_its_cell():
-    kept = [{"labeled_frac": "0.01", "method": "skip", "seed": "0", "test_acc": "0.81", "model": "bn_cnn",
+    kept = [{"labeled_frac": "0.01", "method": "skip", "recipe": "", "seed": "0", "test_acc": "0.81", "model": "bn_cnn",
              "epochs": "10", "device": "cpu", "train_seconds": "300.0", "rev": "aaa"},
-            {"labeled_frac": "0.05", "method": "skip", "seed": "0", "test_acc": "0.86", "model": "bn_cnn",
+            {"labeled_frac": "0.05", "method": "skip", "recipe": "", "seed": "0", "test_acc": "0.86", "model": "bn_cnn",
              "epochs": "10", "device": "cpu", "train_seconds": "320.0", "rev": "bbb"}]
-    new = [{"labeled_frac": 0.01, "method": "skip", "seed": 0, "test_acc": 0.83, "model": "bn_cnn", "epochs": 10,
+    new = [{"labeled_frac": 0.01, "method": "skip", "recipe": "", "seed": 0, "test_acc": 0.83, "model": "bn_cnn", "epochs": 10,
             "device": "cpu", "train_seconds": 310.0, "rev": "ccc"},
-           {"labeled_frac": 0.01, "method": "fixmatch", "seed": 0, "test_acc": 0.84, "model": "bn_cnn", "epochs": 2,
+           {"labeled_frac": 0.01, "method": "skip", "recipe": "train.epochs=4", "seed": 0, "test_acc": 0.8,
+            "model": "bn_cnn", "epochs": 4, "device": "cpu", "train_seconds": 250.0, "rev": "eee"},
+           {"labeled_frac": 0.01, "method": "fixmatch", "recipe": "", "seed": 0, "test_acc": 0.84, "model": "bn_cnn", "epochs": 2,
             "device": "cpu", "train_seconds": 590.0, "rev": "ddd"}]
     rows = merge(kept, new)
     assert [(r["method"], r["labeled_frac"], r["rev"]) for r in rows] == [
-        ("fixmatch", 0.01, "ddd"), ("skip", 0.01, "ccc"), ("skip", 0.05, "bbb")]
+        ("fixmatch", 0.01, "ddd"), ("skip", 0.01, "ccc"), ("skip", 0.05, "bbb"), ("skip", 0.01, "eee")]
     assert rows[2]["test_acc"] == 0.86 and rows[2]["seed"] == 0

@@ -68,11 +68,12 @@ def fake_plot_files(repo: Path) -> None:
         (evaluated / "confusion.csv").write_text("actual,predicted\nShirt,Shirt\nShirt,Coat\nCoat,Coat\n")
         (evaluated / "per_class.csv").write_text("class,test_accuracy\nShirt,0.5\nCoat,1.0\n")
         Image.new("RGB", (8, 8), "white").save(evaluated / "confusion.png")
-    # the label-efficiency curve: one row per run, two methods, two seeds
-    rows = [f"{frac},{method},{seed},{0.8 + frac / 10 + seed / 100},{300 + 60 * seed + 100 * frac}"
-            for method in ("skip", "fixmatch") for frac in (0.01, 0.1, 1.0) for seed in (0, 1)]
+    # the label-efficiency curve: one row per run, two methods (one with a recipe), two seeds
+    rows = [f"{frac},{method},{recipe},{seed},{0.8 + frac / 10 + seed / 100},{300 + 60 * seed + 100 * frac}"
+            for method, recipe in (("skip", ""), ("fixmatch", "train.epochs=2")) for frac in (0.01, 0.1, 1.0)
+            for seed in (0, 1)]
     (repo / "reports").mkdir()
-    (repo / "reports" / "label_curve.csv").write_text("labeled_frac,method,seed,test_acc,train_seconds\n"
+    (repo / "reports" / "label_curve.csv").write_text("labeled_frac,method,recipe,seed,test_acc,train_seconds\n"
                                                       + "\n".join(rows) + "\n")
 
 
