@@ -342,8 +342,9 @@ def test_label_propagation_trains_towards_the_propagated_labels():
 
 @pytest.mark.parametrize("method", ["label_propagation", "skip", "fixmatch"])
 def test_fit_hands_the_caller_each_relabelling_and_nothing_else(method):
-    """After every epoch that began with a propagation (not the warm-up epoch, whose unlabeled weight is 0),
-    fit hands the caller the method's labels of every image; batch-by-batch methods have none to hand."""
+    """After every epoch that trained on unlabeled batches (not the warm-up epoch, whose unlabeled weight is
+    0), fit hands the caller the method's labels: label propagation's of every image, fixmatch's of every
+    unlabeled image its batches brought; skip has none to hand."""
     from fewlabels.data import FitInputs, mask_labels
     from fewlabels.engine import Hooks, fit
     from fewlabels.params import TrainConfig
@@ -359,10 +360,50 @@ def test_fit_hands_the_caller_each_relabelling_and_nothing_else(method):
     fit(tiny_model(), FitInputs(x, mask_labels(y, labeled), labeled, unlabeled, *separable(30, seed=1)),
         TrainConfig(epochs=3, batch_size=20, device="cpu", lr=3e-3), 0,
         SSLConfig(method=method, lp_knn=5, warmup_epochs=1), hooks=Hooks(pseudo_labels=keep))
-    if method != "label_propagation":
+    if method == "skip":
         assert rounds == []
         return
     assert [epoch for epoch, _, _ in rounds] == [2, 3]
     for _, targets, weights in rounds:
-        assert torch.equal(targets[labeled], y[labeled]) and (weights[labeled] == 1).all()
         assert len(targets) == len(weights) == 120 and ((weights >= 0) & (weights <= 1)).all()
+        assert (targets[unlabeled] >= 0).all()  # three unlabeled batches a step: every image drawn
+        if method == "label_propagation":
+            assert torch.equal(targets[labeled], y[labeled]) and (weights[labeled] == 1).all()
+        else:  # labeled images come in labeled batches only
+            assert (targets[labeled] == -1).all() and (weights[labeled] == 0).all()
+            assert set(weights.unique().tolist()) <= {0.0, 1.0}
+
+
+class Fixed(torch.nn.Module):
+    """A model that answers `logits` whatever it is shown (the strong view included), with a gradient."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits)
+
+    def forward(self, x):
+        return self.logits
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "flexmatch", "freematch", "pseudo_label", "mean_teacher"])
+def test_batch_by_batch_methods_hand_over_what_their_loss_trained_each_image_towards(method):
+    from fewlabels.augment import Views, none
+
+    logits = torch.tensor([[4.0, 0, 0], [0, 0.2, 0], [0, 0, 5.0]])  # confident 0, unsure 1, confident 2
+    model = Fixed(logits)
+    m = build(method, 3, range(1, 6), 6, threshold=0.9, fairness_weight=0.0)
+    assert m.pseudo_labels() is None  # no batch yet
+    index = torch.tensor([4, 1, 5])
+    loss = m.loss(model, torch.zeros(3, 1, 2, 2), Views(none, none), model, index)
+    targets, weights = m.pseudo_labels()
+    assert targets.tolist() == [-1, 1, -1, -1, 0, 2]  # the teacher's classes, at the batch's images only
+    assert weights[[0, 2, 3]].tolist() == [0, 0, 0]
+    if method == "mean_teacher":  # no threshold: every image counts, towards the teacher's probabilities
+        assert weights[index].tolist() == [1, 1, 1]
+    else:  # the record is exactly what the loss used
+        if method in ("fixmatch", "pseudo_label"):
+            assert weights[index].tolist() == [1, 0, 1]  # softmax maxima 0.965, 0.381, 0.987 against 0.9
+        ce = torch.nn.functional.cross_entropy(logits, targets[index], reduction="none")
+        assert loss.item() == pytest.approx((ce * weights[index]).mean().item())
+    m.start_epoch(model, None, None)
+    assert m.pseudo_labels() is None  # every epoch's record starts afresh

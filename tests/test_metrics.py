@@ -57,3 +57,7 @@ def test_pseudo_label_scores_by_hand():
     weights = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.0])
     got = pseudo_label_scores(targets, weights, np.array([1, 1, 2, 0]), np.array([1, 2, 3, 4]))
     assert got == pytest.approx({"acc": 2 / 4, "weighted_acc": 1.5 / 2.0, "covered": 3 / 4})
+    # a batch-by-batch method's image that no batch brought (-1, weight 0) has no label to be right or wrong
+    targets[4] = -1
+    got = pseudo_label_scores(targets, weights, np.array([1, 1, 2, 0]), np.array([1, 2, 3, 4]))
+    assert got == pytest.approx({"acc": 2 / 3, "weighted_acc": 1.5 / 2.0, "covered": 3 / 4})

@@ -30,15 +30,28 @@ class Method:
 
     def __init__(self, ssl: SSLConfig, run: Run):
         self.ssl = ssl
+        # The class each image's loss last trained it towards this epoch (-1: none yet) and the weight it had
+        # (0: masked out): what pseudo_labels hands the caller to score. Not state: every epoch starts afresh.
+        self.given = torch.full((run.n_images,), -1, dtype=torch.int64, device=run.device)
+        self.given_weight = torch.zeros(run.n_images, device=run.device)
 
     def start_epoch(self, teacher, prep, images: torch.Tensor) -> None:
         """Before an epoch that trains on unlabeled batches: `teacher` may look at every training image (uint8
-        [N, C, H, W] on the device; `prep` normalises them), e.g. to pseudo-label them all at once."""
+        [N, C, H, W] on the device; `prep` normalises them), e.g. to pseudo-label them all at once. A method
+        that labels batch by batch starts its record of the epoch's pseudo-labels afresh."""
+        self.given.fill_(-1)
+        self.given_weight.zero_()
+
+    def give(self, index: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> None:
+        """Record the classes [B] and weights [B] a batch's loss trained the images at `index` towards."""
+        self.given[index] = targets
+        self.given_weight[index] = weights
 
     def pseudo_labels(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(class [N], weight [N]) of every training image, for a method that labels them all in start_epoch;
-        None for one that labels batch by batch."""
-        return None
+        """(class [N], weight [N]) of every training image after an epoch: what the loss trained each image
+        towards (class -1, weight 0: an image no batch of this process brought this epoch); None when the
+        method gave none (skip)."""
+        return (self.given, self.given_weight) if bool((self.given >= 0).any()) else None
 
     def loss(self, student, x: torch.Tensor, views, teacher, index: torch.Tensor) -> torch.Tensor | None:
         """The loss of normalised unlabeled images `x` (at positions `index` of the training set) for `student`

@@ -54,6 +54,7 @@ class Method(base.Method):
     def loss(self, student, x, views, teacher, index):
         probs, logits = base.teacher_weak_student_strong(student, x, views, teacher)
         targets, keep = self.select(probs, index)
+        self.give(index, targets, keep)
         return base.masked_ce(logits, targets, keep)
 
     def select(self, probs: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

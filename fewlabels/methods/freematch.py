@@ -43,6 +43,7 @@ class Method(fixmatch.Method):
     def loss(self, student, x, views, teacher, index):
         probs, logits = base.teacher_weak_student_strong(student, x, views, teacher)
         targets, keep = self.select(probs, index)
+        self.give(index, targets, keep)
         fairness = fairness_loss(logits, keep, self.p_model, self.label_hist)
         return base.masked_ce(logits, targets, keep) + self.ssl.fairness_weight * fairness
 

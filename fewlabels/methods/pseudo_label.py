@@ -7,4 +7,6 @@ class Method(base.Method):
     def loss(self, student, x, views, teacher, index):
         logits = student(views.weak(x))
         confidence, targets = logits.detach().float().softmax(1).max(1)
-        return base.masked_ce(logits, targets, (confidence >= self.ssl.threshold).float())
+        keep = (confidence >= self.ssl.threshold).float()
+        self.give(index, targets, keep)
+        return base.masked_ce(logits, targets, keep)
