@@ -56,13 +56,15 @@ def test_label_curve_reads_the_csv_and_lists_each_run(tmp_path):
         writer.writerow(FIELDS)
         writer.writerow([0.01, "fixmatch", "train.epochs=2", 0, 0.8285, "bn_cnn", 2, "cpu", 370.6, "",
                          "61e22133038a9459e8767e46217a4915"])
-        writer.writerow([0.01, "skip", "", 1, 0.837, "bn_cnn", 10, "cuda", 371.5, "", "b0624b68d0d18320442ba24f29423a77"])
+        writer.writerow([0.01, "skip", "", 1, 0.837, "bn_cnn", 10, "cuda", 371.5, "",
+                         "b0624b68d0d18320442ba24f29423a77"])
         writer.writerow([0.01, "label_propagation", "train.epochs=4", 0, 0.85, "bn_cnn", 4, "cpu", 590.2, 0.8612,
                          "c0ffee00aaaa"])
     assert tables.label_curve(tables.curve_runs(path)).splitlines()[2:] == [
         "| 0.01 (540) | skip |  | 1 | `bn_cnn` | 10 | cuda | 0.8370 | 372 |  | `b0624b68` |",
         "| 0.01 (540) | fixmatch | `train.epochs=2` | 0 | `bn_cnn` | 2 | cpu | 0.8285 | 371 |  | `61e22133` |",
-        "| 0.01 (540) | label_propagation | `train.epochs=4` | 0 | `bn_cnn` | 4 | cpu | 0.8500 | 590 | 0.8612 | `c0ffee00` |",
+        "| 0.01 (540) | label_propagation | `train.epochs=4` | 0 | `bn_cnn` | 4 | cpu | 0.8500 | 590 | 0.8612 "
+        "| `c0ffee00` |",
     ]
 
 

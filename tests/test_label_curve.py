@@ -226,12 +226,12 @@ def test_the_csv_accumulates_and_a_new_run_replaces_its_cell():
              "epochs": "10", "device": "cpu", "train_seconds": "300.0", "rev": "aaa"},
             {"labeled_frac": "0.05", "method": "skip", "recipe": "", "seed": "0", "test_acc": "0.86", "model": "bn_cnn",
              "epochs": "10", "device": "cpu", "train_seconds": "320.0", "rev": "bbb"}]
-    new = [{"labeled_frac": 0.01, "method": "skip", "recipe": "", "seed": 0, "test_acc": 0.83, "model": "bn_cnn", "epochs": 10,
-            "device": "cpu", "train_seconds": 310.0, "rev": "ccc"},
+    new = [{"labeled_frac": 0.01, "method": "skip", "recipe": "", "seed": 0, "test_acc": 0.83, "model": "bn_cnn",
+            "epochs": 10, "device": "cpu", "train_seconds": 310.0, "rev": "ccc"},
            {"labeled_frac": 0.01, "method": "skip", "recipe": "train.epochs=4", "seed": 0, "test_acc": 0.8,
             "model": "bn_cnn", "epochs": 4, "device": "cpu", "train_seconds": 250.0, "rev": "eee"},
-           {"labeled_frac": 0.01, "method": "fixmatch", "recipe": "", "seed": 0, "test_acc": 0.84, "model": "bn_cnn", "epochs": 2,
-            "device": "cpu", "train_seconds": 590.0, "rev": "ddd"}]
+           {"labeled_frac": 0.01, "method": "fixmatch", "recipe": "", "seed": 0, "test_acc": 0.84, "model": "bn_cnn",
+            "epochs": 2, "device": "cpu", "train_seconds": 590.0, "rev": "ddd"}]
     rows = merge(kept, new)
     assert [(r["method"], r["labeled_frac"], r["rev"]) for r in rows] == [
         ("fixmatch", 0.01, "ddd"), ("skip", 0.01, "ccc"), ("skip", 0.05, "bbb"), ("skip", 0.01, "eee")]
