@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fewlabels.params import Params  # noqa: E402
 
 # reports/label_curve.csv: one row per run (long form), in this column order
-# (recipe: what else the run set, see recipe(); pseudo_label_acc: of the last relabelling of a method that
-# labels every image, against the hidden labels; empty for the others)
+# (recipe: what else the run set, see recipe(); pseudo_label_acc: of the pseudo-labels of the run's last epoch
+# against the hidden labels, fewlabels.metrics.pseudo_label_scores' acc; empty for skip)
 FIELDS = ["labeled_frac", "method", "recipe", "seed", "test_acc", "model", "epochs", "device", "train_seconds",
           "pseudo_label_acc", "rev"]
 AXES = {"labeled_frac", "seed", "ssl.method"}  # the grid's own columns
