@@ -257,7 +257,7 @@ def fit(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig = SS
         seconds = time.perf_counter() - start  # train_epoch's .item() waited for the device
         row, stop = None, False
         labelled = state.method.pseudo_labels() if dist.main and hooks.pseudo_labels else None
-        if labelled is not None and uses_unlabeled(ssl, epoch):  # relabelled at this epoch's start
+        if labelled is not None and uses_unlabeled(ssl, epoch):  # labelled at this epoch's start or in it
             hooks.pseudo_labels(epoch, *labelled)
         if dist.main:
             row = validate(state, loop, data, {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
