@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from bench.common import REPO
 from fewlabels import augment, prepared, splits
 from fewlabels.inference import Normalize, channel_stats, predict
-from fewlabels.methods.label_propagation import embed, propagate, pseudo_labels
+from fewlabels.methods.label_propagation import embed, last_linear, propagate, pseudo_labels
 from fewlabels.models import build_model
 
 BATCH = 64          # the pipeline's train.batch_size
@@ -31,7 +31,7 @@ TEMPERATURE = 0.5   # NT-Xent's, as SimCLR's CIFAR runs
 def simclr(model, prep, images: torch.Tensor, seconds: float, seed: int) -> int:
     """Train `model`'s features with NT-Xent for `seconds` (a 2-layer projector on its penultimate features);
     returns the steps taken."""
-    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    head = last_linear(model)
     features = []
     hook = head.register_forward_pre_hook(lambda module, args: features.append(args[0]))
     projector = torch.nn.Sequential(torch.nn.Linear(head.in_features, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64))

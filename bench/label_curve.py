@@ -109,7 +109,7 @@ def with_run_records(rows: list[dict]) -> list[dict]:
         kept.append(row)
         rounds = record.get("pseudo_labels")  # none: skip, or an older run
         row.update(device=record["device"], train_seconds=round(record["train_seconds"], 1),
-                   pseudo_label_acc=round(rounds[-1]["acc"], 4) if rounds else "")
+                   pseudo_label_acc=round(rounds[-1]["acc"], 4) if rounds and rounds[-1]["acc"] is not None else "")
     return kept
 
 

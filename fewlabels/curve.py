@@ -29,14 +29,16 @@ def _flat(params: dict, prefix: str = ""):
             yield prefix + key, value
 
 
+DEFAULTS = dict(_flat(Params().model_dump(mode="json")))  # every setting's default, keyed as recipe() writes it
+
+
 def recipe(params: dict) -> str:
     """The settings of a run's params.yaml that differ from fewlabels.params' defaults, beyond the grid's
     axes, as `dvc exp run -S` takes them: 'ssl.unlabeled_ratio=1 train.epochs=4'; '' for the defaults."""
-    defaults = dict(_flat(Params().model_dump(mode="json")))
     return " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value)}"
                     for key, value in sorted(_flat(params))
                     if key not in AXES and not key.startswith(NOT_RECIPE)
-                    and (key not in defaults or value != defaults[key]))
+                    and (key not in DEFAULTS or value != DEFAULTS[key]))
 
 
 def variant(row: dict) -> str:

@@ -26,12 +26,13 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
 def pseudo_label_scores(targets: torch.Tensor, weights: torch.Tensor, hidden: np.ndarray,
                         positions: np.ndarray) -> dict:
     """How good a method's pseudo-labels of the unlabeled images are, against their hidden labels: `acc`
-    (each image that has one counted once), `weighted_acc` (each counted by the weight the loss gives it)
-    and `covered` (the share of all unlabeled images with a weight above 0). targets (-1: none), weights:
-    per training image; hidden: the true labels at `positions`, the unlabeled images' places."""
+    (each image that has one counted once; None when none has one), `weighted_acc` (each counted by the
+    weight the loss gives it) and `covered` (the share of all unlabeled images with a weight above 0).
+    targets (-1: none), weights: per training image; hidden: the true labels at `positions`, the unlabeled
+    images' places."""
     chosen, weight = targets.cpu().numpy()[positions], weights.float().cpu().numpy()[positions].astype(np.float64)
     right = chosen == hidden
-    return {"acc": float(right[chosen >= 0].mean()) if (chosen >= 0).any() else 0.0,
+    return {"acc": float(right[chosen >= 0].mean()) if (chosen >= 0).any() else None,
             "weighted_acc": float((weight * right).sum() / max(weight.sum(), 1e-12)),
             "covered": float((weight > 0).mean())}
 

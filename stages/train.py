@@ -96,7 +96,8 @@ def main() -> None:
 
             def score_pseudo_labels(epoch, targets, weights):
                 rounds.append({"epoch": epoch, **pseudo_label_scores(targets, weights, hidden, inputs.unlabeled)})
-                print(f"pseudo-labels of epoch {epoch}: accuracy {rounds[-1]['acc']:.4f} on the unlabeled images, "
+                acc = "none labelled" if rounds[-1]["acc"] is None else f"{rounds[-1]['acc']:.4f}"
+                print(f"pseudo-labels of epoch {epoch}: accuracy {acc} on the unlabeled images, "
                       f"{rounds[-1]['weighted_acc']:.4f} weighted, {rounds[-1]['covered']:.1%} of them with a "
                       "weight", flush=True)
 

@@ -118,7 +118,8 @@ def test_run_records_fill_each_row_and_a_run_without_one_is_left_out_with_a_line
 
     records = {"a": {"device": "cpu", "train_seconds": 312.04,
                      "pseudo_labels": [{"acc": 0.8}, {"acc": 0.83456}]},
-               "b": {"device": "cuda:0", "train_seconds": 20.0, "pseudo_labels": []}}
+               "b": {"device": "cuda:0", "train_seconds": 20.0, "pseudo_labels": []},
+               "d": {"device": "cpu", "train_seconds": 9.0, "pseudo_labels": [{"acc": None}]}}
 
     def read(path, rev):
         if rev not in records:
@@ -127,10 +128,11 @@ def test_run_records_fill_each_row_and_a_run_without_one_is_left_out_with_a_line
 
     monkeypatch.setattr(label_curve, "read_output", read)
     rows = [{"labeled_frac": 0.01, "method": m, "seed": 0, "model": "bn_cnn", "rev": rev}
-            for m, rev in (("label_propagation", "a"), ("skip", "b"), ("skip", "c0ffee0012"))]
+            for m, rev in (("label_propagation", "a"), ("skip", "b"), ("skip", "c0ffee0012"), ("fixmatch", "d"))]
     assert label_curve.with_run_records(rows) == [
         dict(rows[0], device="cpu", train_seconds=312.0, pseudo_label_acc=0.8346),
         dict(rows[1], device="cuda:0", train_seconds=20.0, pseudo_label_acc=""),
+        dict(rows[3], device="cpu", train_seconds=9.0, pseudo_label_acc=""),  # its last round labelled none
     ]
     assert capsys.readouterr().err == ("left out c0ffee00 (labeled_frac 0.01, skip, seed 0): its runs/bn_cnn.json "
                                        "is in no cache here; `dvc pull` it\n")

@@ -61,3 +61,7 @@ def test_pseudo_label_scores_by_hand():
     targets[4] = -1
     got = pseudo_label_scores(targets, weights, np.array([1, 1, 2, 0]), np.array([1, 2, 3, 4]))
     assert got == pytest.approx({"acc": 2 / 3, "weighted_acc": 1.5 / 2.0, "covered": 3 / 4})
+    # none of the unlabeled images has a label: no accuracy, rather than a 0.0 that reads as a score
+    targets[1:] = -1
+    got = pseudo_label_scores(targets, torch.zeros(5), np.array([1, 1, 2, 0]), np.array([1, 2, 3, 4]))
+    assert got == {"acc": None, "weighted_acc": 0.0, "covered": 0.0}

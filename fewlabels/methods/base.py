@@ -42,8 +42,9 @@ class Method:
         self.given.fill_(-1)
         self.given_weight.zero_()
 
-    def give(self, index: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> None:
-        """Record the classes [B] and weights [B] a batch's loss trained the images at `index` towards."""
+    def give(self, index: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | float) -> None:
+        """Record the classes [B] and weights ([B], or one for all) a batch's loss trained the images at `index`
+        towards."""
         self.given[index] = targets
         self.given_weight[index] = weights
 

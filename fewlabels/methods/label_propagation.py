@@ -53,12 +53,16 @@ class Method(base.Method):
         return (ce * self.weights[index] * self.class_weights[targets]).mean()
 
 
+def last_linear(model) -> torch.nn.Linear:
+    """`model`'s classifier: its last linear layer, whose inputs are the penultimate features."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
 def embed(model, prep, images: torch.Tensor) -> torch.Tensor:
     """L2-normalised inputs of `model`'s last linear layer (its penultimate features) for every image [N, D], on
     the CPU (eval mode, no gradient)."""
-    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     features = []
-    hook = head.register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu()))
+    hook = last_linear(model).register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu()))
     try:
         predict(model, prep, images, images.device, amp=False)
     finally:
