@@ -4,7 +4,8 @@ Outside DVC, on the pipeline's split and 1% index of the real Fashion-MNIST: an 
 (SimCLR's NT-Xent on two strong views of every training image, for --simclr-s seconds), then --steps
 supervised Adam steps on the labeled images (batch 64, train.augment --aug), then one propagation
 (fewlabels.methods.label_propagation, k 50, alpha 0.99; --mirror, --mix: variants) and its accuracy on
-the unlabeled images against their hidden labels. Prints one JSON line.
+the unlabeled images against their hidden labels (fewlabels.metrics.pseudo_label_scores, as the train
+stage scores them). Prints one JSON line.
 
     python -m bench.embedding_probe --aug flip_crop_cutout --steps 1688
     python -m bench.embedding_probe --aug flip_crop --simclr-s 240
@@ -21,6 +22,7 @@ from bench.common import REPO
 from fewlabels import augment, prepared, splits
 from fewlabels.inference import Normalize, channel_stats, predict
 from fewlabels.methods.label_propagation import embed, last_linear, propagate, pseudo_labels
+from fewlabels.metrics import pseudo_label_scores
 from fewlabels.models import build_model
 
 BATCH = 64          # the pipeline's train.batch_size
@@ -107,11 +109,9 @@ def main() -> None:
         softmax = predict(model, prep, x[train], cpu, False).softmax(1)
         scores = (1 - args.mix) * F.normalize(scores.clamp_min(0), p=1, dim=1) + args.mix * softmax
     targets, weights, _ = pseudo_labels(scores, labels)
-    right = targets.numpy()[~is_labeled] == y[train][~is_labeled]
-    w = weights.numpy()[~is_labeled]
+    scored = pseudo_label_scores(targets, weights, y[train][~is_labeled], np.flatnonzero(~is_labeled))
     print(json.dumps({**vars(args), "simclr_steps": steps, "test_acc": round(float(test_acc), 4),
-                      "lp_acc": round(float(right.mean()), 4),
-                      "lp_weighted_acc": round(float((w * right).sum() / w.sum()), 4),
+                      "lp_acc": round(scored["acc"], 4), "lp_weighted_acc": round(scored["weighted_acc"], 4),
                       "train_s": round(trained - start), "propagate_s": round(time.perf_counter() - propagated)}))
 
 
