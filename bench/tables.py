@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import report
 from bench.common import REPO, RESULTS
+from bench.step_cost import TEACHER_BATCH
 from fewlabels.curve import markdown_table, merge, summarize
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
@@ -123,6 +124,25 @@ def cpu_dispatch(result: dict) -> str:
                   for r in result["runs"]])
 
 
+def step_cost(result: dict) -> str:
+    """One row per model and thread count of bench/step_cost.py: ms a training step per variant (a compiled
+    one's first step, which compiles, in seconds beside it), and the teacher's pass at two batch sizes."""
+    steps = [r for r in result["rows"] if "first_step_s" in r]
+    variants = list(dict.fromkeys(r["variant"] for r in steps))
+    cell = {(r["model"], r["threads"], r["variant"]): r for r in result["rows"]}
+    teacher = "teacher pass, no gradient"
+    rows = []
+    for model, threads in dict.fromkeys((r["model"], r["threads"]) for r in steps):
+        ran = [cell[model, threads, v] for v in variants]
+        t = cell[model, threads, teacher]
+        rows.append([f"`{model}`", threads,
+                     *(f"{r['ms_per_step']:.1f}" + (f" (first {r['first_step_s']:.1f} s)" if "compile" in r["variant"]
+                                                    else "") for r in ran),
+                     f"{t['ms_per_step']:.1f} / {t['ms_at_teacher_batch']:.1f}"])
+    return table(["model", "threads", *(f"{v} ms" for v in variants),
+                  f"{teacher}: ms per {result['batch']} images at batch {result['batch']} / {TEACHER_BATCH}"], rows)
+
+
 def tables() -> dict[str, str]:
     """Every table by its marker name, rendered from the files as they are now."""
     grid = recipe_runs(RESULTS / "ssl_grid_h100.jsonl")
@@ -130,6 +150,8 @@ def tables() -> dict[str, str]:
     return {
         "bench": report.markdown(),
         "cpu_dispatch": cpu_dispatch(json.loads((RESULTS / "cpu_dispatch.json").read_text())),
+        "step_cost": step_cost(json.loads((RESULTS / "step_cost.json").read_text())),
+        "step_cost_quota1": step_cost(json.loads((RESULTS / "step_cost_quota1.json").read_text())),
         # ssl_grid.sh's cells train with flip_crop; its one flip_crop_cutout run is quoted in the prose
         "ssl_grid_h100": method_grid([r for r in grid if "train.augment=flip_crop" in r["overrides"]]),
         "ssl_methods_cpu": ssl_methods(recipe_runs(RESULTS / "ssl_methods_cpu.jsonl")),

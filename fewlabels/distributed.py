@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import joblib
 import torch
 import torch.distributed as torch_dist
 
@@ -61,6 +62,25 @@ def gpu_slots() -> int:
     return int(text)
 
 
+def cpu_cores() -> int:
+    """The CPUs this process may keep busy: those it may run on (its affinity, which torch counts too) and no more
+    than its CPU quota allows (cgroup cpu.max or cpu.cfs_quota_us, e.g. `docker run --cpus 2`), which torch does
+    not count: on a 64-core host its 64 threads would share 2 cores' worth of time. joblib reads both."""
+    return joblib.cpu_count()
+
+
+def cpu_threads(nproc: int) -> int:
+    """Torch threads for each of `nproc` training processes on this host: OMP_NUM_THREADS when it is set (the
+    user's choice), else an equal share of cpu_cores()."""
+    text = os.environ.get("OMP_NUM_THREADS")
+    if text is None:
+        return max(1, cpu_cores() // nproc)
+    if not text.isdigit() or int(text) < 1:
+        raise ParamError(f"OMP_NUM_THREADS must be a whole number of threads, 1 or more; got {text!r} "
+                         "(unset it to use this host's CPUs)")
+    return int(text)
+
+
 def check_fits(cfg: DistConfig, device: str) -> None:
     """dist.nproc_per_node within what this host has for train.device `device`: a CPU core per process, or a
     GPU slot per process (visible GPUs x FEWLABELS_GPU_SLOTS). More would oversubscribe it or exhaust its
@@ -68,7 +88,7 @@ def check_fits(cfg: DistConfig, device: str) -> None:
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         limit, what = torch.cuda.device_count() * gpu_slots(), f"GPUs x {SLOTS_ENV}"
     else:
-        limit, what = len(os.sched_getaffinity(0)), "CPU cores"
+        limit, what = cpu_cores(), "CPU cores"
     if cfg.nproc_per_node > limit:
         raise ParamError(f"dist.nproc_per_node={cfg.nproc_per_node} is more than this host's {limit} {what}: "
                          f"set it to at most {limit}")

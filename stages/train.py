@@ -55,11 +55,15 @@ def main() -> None:
         distributed.check_fits(p.dist, p.train.device)
         command = distributed.torchrun_command(p.dist, "stages.train", [name, "--node-rank", str(args.node_rank)],
                                                args.node_rank)
-        print(f"{name}: {p.dist.world_size} processes: {' '.join(command[1:])}", flush=True)
+        # each process's share of the CPUs (torchrun alone would give each one thread)
+        os.environ["OMP_NUM_THREADS"] = str(distributed.cpu_threads(p.dist.nproc_per_node))
+        print(f"{name}: {p.dist.world_size} processes, {os.environ['OMP_NUM_THREADS']} threads each: "
+              f"{' '.join(command[1:])}", flush=True)
         os.execv(command[0], command)  # this process becomes torchrun; DVC waits for it as before
     if distributed.under_torchrun():
         distributed.die_with_launcher()
     dist = Dist.from_env()
+    torch.set_num_threads(distributed.cpu_threads(p.dist.nproc_per_node))
     d = prepared.load(paths.prepared, "x_train", "y_train", "classes")
     x, y, classes = d["x_train"], d["y_train"], d["classes"]
     train_idx, valid_idx = np.load(paths.split / "train.npy"), np.load(paths.split / "valid.npy")
@@ -69,7 +73,8 @@ def main() -> None:
     model = build_model(name, channels, size, len(classes))
     n_params = count_parameters(model)
     if dist.main:
-        print(f"{name}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images")
+        print(f"{name}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images; "
+              f"{torch.get_num_threads()} CPU threads")
 
     device = resolve_device(p.train.device)
     store = checkpoint.ResumeStore(paths.resume, resume.state_name(
@@ -120,7 +125,8 @@ def main() -> None:
         "history": [{k: row[k] for k in HISTORY} for row in result["history"]],
     })
     write_json(paths.run, {
-        "device": result["device"], "world_size": result["world_size"], "n_parameters": n_params,
+        "device": result["device"], "world_size": result["world_size"], "threads": torch.get_num_threads(),
+        "n_parameters": n_params,
         "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
         "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
         "train_seconds": result["train_seconds"], "images_per_s": result["images_per_s"],

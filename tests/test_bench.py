@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from bench import common, report, sweep, time_to_accuracy
+from bench import common, report, step_cost, sweep, time_to_accuracy
 from test_engine import separable
 
 
@@ -80,3 +80,18 @@ def test_save_writes_the_result_with_the_machines_load(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "probe.json").read_text())
     assert saved["figure"] == 1 and saved["environment"]["device"] == "cpu"
     assert 0 <= saved["environment"]["others_cpu_share"] <= 1 and len(saved["environment"]["load_average_at_end"]) == 3
+
+
+def test_step_cost_times_each_variant_in_turns_and_the_teacher_at_two_batch_sizes(monkeypatch):
+    # compiling takes half a minute: the eager variants stand for all of them here
+    monkeypatch.setattr(step_cost, "VARIANTS", {k: v for k, v in step_cost.VARIANTS.items() if not v[1]})
+    threads = torch.get_num_threads()
+    try:
+        rows = step_cost.measure("bn_cnn", threads=1, batch=8, steps=2, repeats=3, seed=0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["variant"] for r in rows] == ["eager", "channels_last", "teacher pass, no gradient"]
+    for r in rows[:2]:
+        assert len(r["runs_ms"]) == 3 and r["ms_per_step"] == sorted(r["runs_ms"])[1] and r["first_step_s"] > 0
+    assert rows[2]["ms_per_step"] > 0 and rows[2]["ms_at_teacher_batch"] > 0

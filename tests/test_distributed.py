@@ -124,13 +124,49 @@ def test_a_node_rank_outside_the_run_is_one_line(tmp_path):
 
 def test_more_processes_than_cores_is_one_line_and_starts_none(tmp_path):
     work = stage_inputs(tmp_path / "host", n=300)
-    cores = len(os.sched_getaffinity(0))
+    cores = distributed.cpu_cores()
     write_params(work, {"models": [MODEL], "train.device": "cpu", "dist.nproc_per_node": cores + 1})
     result = subprocess.run([sys.executable, "-m", "stages.train", *TRAIN_ARGS], cwd=work, capture_output=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)
     assert result.returncode == 1 and result.stdout == ""  # torchrun was never started
     assert result.stderr == (f"error: dist.nproc_per_node={cores + 1} is more than this host's {cores} CPU cores: "
                              f"set it to at most {cores}\n")
+
+
+# threads -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("omp, cores, nproc, threads", [
+    (None, 8, 1, 8), (None, 8, 2, 4), (None, 8, 3, 2), (None, 2, 4, 1),  # a share of the cores, at least one
+    ("3", 8, 1, 3), ("3", 8, 2, 3),                                      # the user's OMP_NUM_THREADS wins
+])
+def test_each_process_gets_a_share_of_the_cores_unless_the_user_says(monkeypatch, omp, cores, nproc, threads):
+    monkeypatch.setattr(distributed.joblib, "cpu_count", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert distributed.cpu_threads(nproc) == threads
+
+
+@pytest.mark.parametrize("omp", ["0", "two", "", "-1"])
+def test_a_bad_omp_num_threads_is_one_line(monkeypatch, omp):
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    with pytest.raises(distributed.ParamError, match=f"^OMP_NUM_THREADS must be a whole number of threads, 1 or "
+                                                     f"more; got '{omp}' \\(unset it"):
+        distributed.cpu_threads(1)
+
+
+# LOKY_MAX_CPU_COUNT caps joblib's count as a CPU quota does (which a test cannot set without root)
+@pytest.mark.parametrize("env, threads", [({"LOKY_MAX_CPU_COUNT": "1"}, 1), ({"OMP_NUM_THREADS": "3"}, 3)])
+def test_the_train_stage_trains_with_the_threads_it_may_use(tmp_path, env, threads):
+    work = stage_inputs(tmp_path / "host", n=300)
+    write_params(work, {"models": [MODEL], "train.epochs": 1, "train.device": "cpu"})
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LOKY_MAX_CPU_COUNT")}
+    result = subprocess.run([sys.executable, "-m", "stages.train", *TRAIN_ARGS], cwd=work, capture_output=True,
+                            env={**clean, "PYTHONPATH": str(REPO), **env}, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"unlabeled images; {threads} CPU threads" in result.stdout
+    assert json.loads((work / "runs" / f"{MODEL}.json").read_text())["threads"] == threads
 
 
 def test_no_worker_outlives_a_killed_torchrun(tmp_path):
@@ -164,8 +200,10 @@ def test_dvc_exp_run_with_two_processes(tmp_path):
     init(repo)
     commit(repo, "pipeline")
     out = run(repo, "dvc", "exp", "run", "-S", "dist.nproc_per_node=2")
-    assert "torch.distributed.run" in out and "(cpu x2)" in out
-    assert json.loads((repo / "runs" / f"{MODEL}.json").read_text())["world_size"] == 2
+    share = max(1, distributed.cpu_cores() // 2)  # each process's share of the cores, not torchrun's 1
+    assert "torch.distributed.run" in out and "(cpu x2)" in out and f"{share} threads each" in out
+    record = json.loads((repo / "runs" / f"{MODEL}.json").read_text())
+    assert record["world_size"] == 2 and record["threads"] == share
     assert json.loads((repo / "metrics" / f"{MODEL}.json").read_text())[MODEL]["test"]["accuracy"] >= 0
 
 
