@@ -29,6 +29,7 @@ VARIANTS = {  # name -> (memory layout, torch.compile)
     "compile": (torch.contiguous_format, True),
     "compile + channels_last": (torch.channels_last, True),
 }
+TEACHER = "teacher pass, no gradient"  # the variant name of the teacher's row
 TEACHER_BATCH = 512  # images per no-gradient pass in the teacher row's larger batch
 
 
@@ -74,7 +75,7 @@ def measure(model_name: str, threads: int, batch: int, steps: int, repeats: int,
     with torch.no_grad():
         per_batch = {n: 1000 * timed(lambda n=n: teacher(big[:n]), max(1, steps * batch // n)) * batch / n
                      for n in (batch, TEACHER_BATCH)}
-    rows.append({"model": model_name, "threads": threads, "batch": batch, "variant": "teacher pass, no gradient",
+    rows.append({"model": model_name, "threads": threads, "batch": batch, "variant": TEACHER,
                  "ms_per_step": round(per_batch[batch], 2),
                  "ms_at_teacher_batch": round(per_batch[TEACHER_BATCH], 2)})  # the same images, in batches of 512
     return rows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import report
 from bench.common import REPO, RESULTS
-from bench.step_cost import TEACHER_BATCH
+from bench.step_cost import TEACHER, TEACHER_BATCH, VARIANTS
 from fewlabels.curve import markdown_table, merge, summarize
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
@@ -130,17 +130,15 @@ def step_cost(result: dict) -> str:
     steps = [r for r in result["rows"] if "first_step_s" in r]
     variants = list(dict.fromkeys(r["variant"] for r in steps))
     cell = {(r["model"], r["threads"], r["variant"]): r for r in result["rows"]}
-    teacher = "teacher pass, no gradient"
     rows = []
     for model, threads in dict.fromkeys((r["model"], r["threads"]) for r in steps):
         ran = [cell[model, threads, v] for v in variants]
-        t = cell[model, threads, teacher]
-        rows.append([f"`{model}`", threads,
-                     *(f"{r['ms_per_step']:.1f}" + (f" (first {r['first_step_s']:.1f} s)" if "compile" in r["variant"]
-                                                    else "") for r in ran),
+        t = cell[model, threads, TEACHER]
+        first = [f" (first {r['first_step_s']:.1f} s)" if VARIANTS[r["variant"]][1] else "" for r in ran]
+        rows.append([f"`{model}`", threads, *(f"{r['ms_per_step']:.1f}{f}" for r, f in zip(ran, first)),
                      f"{t['ms_per_step']:.1f} / {t['ms_at_teacher_batch']:.1f}"])
     return table(["model", "threads", *(f"{v} ms" for v in variants),
-                  f"{teacher}: ms per {result['batch']} images at batch {result['batch']} / {TEACHER_BATCH}"], rows)
+                  f"{TEACHER}: ms per {result['batch']} images at batch {result['batch']} / {TEACHER_BATCH}"], rows)
 
 
 def tables() -> dict[str, str]:

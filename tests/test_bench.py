@@ -91,7 +91,7 @@ def test_step_cost_times_each_variant_in_turns_and_the_teacher_at_two_batch_size
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    assert [r["variant"] for r in rows] == ["eager", "channels_last", "teacher pass, no gradient"]
+    assert [r["variant"] for r in rows] == ["eager", "channels_last", step_cost.TEACHER]
     for r in rows[:2]:
         assert len(r["runs_ms"]) == 3 and r["ms_per_step"] == sorted(r["runs_ms"])[1] and r["first_step_s"] > 0
     assert rows[2]["ms_per_step"] > 0 and rows[2]["ms_at_teacher_batch"] > 0
