@@ -104,7 +104,8 @@ def test_two_hosts_train_one_model_and_the_dvc_host_writes(tmp_path):
                                       env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT))
         # node 1 has handed over to torchrun, on its way to the rendezvous, before node 0 starts
-        assert "2 processes: " in hosts[-1].stdout.readline()
+        # one process a host: each takes all of its host's cores
+        assert f"2 processes, {distributed.cpu_cores()} threads each: " in hosts[-1].stdout.readline()
     outputs = [h.communicate(timeout=600)[0] for h in hosts]
     assert [h.returncode for h in hosts] == [0, 0], outputs
     assert not (tmp_path / "node_b" / "runs" / f"{MODEL}.json").exists()
