@@ -26,6 +26,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGE="${IMAGE:-localhost/fewlabels:test}"
 STANDIN_BASE="localhost/fewlabels-base:bookworm"
+NEED_GB=20  # free disk a build from an empty cache needs (docs/container.md, measured)
 uid="$(id -u)" gid="$(id -g)"
 
 step() { printf '\n==> [%d s] %s\n' "$SECONDS" "$*"; }  # seconds since this script started
@@ -135,10 +136,42 @@ build+=(--build-arg "BASE_IMAGE=$base" --build-arg "UID=$uid" --build-arg "GID=$
 ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
 if [[ -s "$ca" ]]; then build+=(--secret "id=pip_cert,src=$ca"); fi  # for a TLS-intercepting proxy
 
+# Disk: a build from an empty cache needs about NEED_GB free where the engine keeps its images (the pip cache,
+# the unpacked venv, and the layer committed from it); a cached one needs little, so too little is a warning.
+if [[ "$engine" == podman ]]; then storage_format='{{.Store.GraphRoot}}'; else storage_format='{{.DockerRootDir}}'; fi
+storage="$("$engine_cmd" info --format "$storage_format" 2>/dev/null || true)"
+if [[ -d "$storage" ]]; then
+    free_gb="$(df -P -BG "$storage" | awk 'NR == 2 { print $4 + 0 }')"
+    if ((free_gb < NEED_GB)); then
+        echo "warning: ${free_gb} GB free in $storage; a build from an empty cache needs about ${NEED_GB} GB" \
+            "(old images: $engine image prune)"
+    fi
+fi
+old_image="$("$engine_cmd" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+# A failed podman build can leave its working containers behind (seen when the disk filled up while it committed
+# a layer: 13 GB kept), invisible to `podman ps -a`: the ones this build started are removed.
+working_containers() { if [[ "$engine" == podman ]]; then podman ps -a --external --format '{{.ID}}' | sort || true; fi; }
+containers_before="$(working_containers)"
+
 step "building $IMAGE from $REPO (base $base, uid:gid $uid:$gid)"
 start=$SECONDS
-"${build[@]}" -t "$IMAGE" "$REPO"
+if ! "${build[@]}" -t "$IMAGE" "$REPO"; then
+    for id in $(comm -13 <(echo "$containers_before") <(working_containers)); do
+        podman rm --force --storage "$id" >/dev/null && echo "removed the failed build's working container $id"
+    done
+    fail "the build of $IMAGE failed (its lines above)"
+fi
 echo "built in $((SECONDS - start)) s; size: $("$engine_cmd" image inspect --format '{{.Size}}' "$IMAGE") bytes"
+# The image the build replaced: untagged now and 6.7 GB whenever the lock changed, so it goes (with its layers
+# that no other image uses); kept, and said so, while a container still uses it.
+new_image="$("$engine_cmd" image inspect --format '{{.Id}}' "$IMAGE")"
+if [[ -n "$old_image" && "$old_image" != "$new_image" ]]; then
+    if "$engine_cmd" image rm "$old_image" >/dev/null; then
+        echo "removed the image it replaces, $old_image"
+    else
+        echo "kept the image it replaces, $old_image (see the line above)"
+    fi
+fi
 
 # --- runs ---------------------------------------------------------------------------------------------------
 if [[ -n "${RUNS_LOCK:-}" ]]; then  # several engines: one runs at a time, since training takes every core
