@@ -3,7 +3,8 @@
 #   1. picks the engine: docker where a daemon answers and a docker client on PATH builds with BuildKit (the
 #      Dockerfile's RUN --mount and --secret need it), else podman (apt-installed when missing and root);
 #   2. builds the image from this checkout's Dockerfile as your uid/gid (root included); where the default base
-#      image cannot be pulled (no registry), on a stand-in base built here (docker/standin-base.sh);
+#      image cannot be pulled (no registry), on a stand-in base built here (docker/standin-base.sh); warns first
+#      when the disk looks short, and removes the image it replaces under the same tag (docs/container.md, Disk);
 #   3. in a throwaway clone of HEAD mounted at /workspace, as your uid:gid and with no network:
 #      `dvc version`, `dvc repro index` (Fashion-MNIST from the image's Debian package) and one short epoch,
 #      `dvc exp run -S train.epochs=1 -S train.epoch_steps=100 -S models=[bn_small] -S labeled_frac=0.1`;
@@ -26,7 +27,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGE="${IMAGE:-localhost/fewlabels:test}"
 STANDIN_BASE="localhost/fewlabels-base:bookworm"
-NEED_GB=20  # free disk a build from an empty cache needs (docs/container.md, measured)
+NEED_GB=16  # free disk one build from an empty cache needs at its peak (docs/container.md: 30.5 GB for two)
 uid="$(id -u)" gid="$(id -g)"
 
 step() { printf '\n==> [%d s] %s\n' "$SECONDS" "$*"; }  # seconds since this script started
@@ -93,7 +94,7 @@ if ((${#engines[@]} > 1)); then
     runs_lock="$(mktemp "${TMPDIR:-/tmp}/fewlabels-smoke-runs.XXXXXX")"
     for e in "${engines[@]}"; do
         # pipefail: the job's status is the test's
-        (ENGINE="$e" RUNS_LOCK="$runs_lock" bash "${BASH_SOURCE[0]}" 2>&1 | sed -u "s/^/$e| /") &
+        (ENGINE="$e" RUNS_LOCK="$runs_lock" BUILDS_AT_ONCE="${#engines[@]}" bash "${BASH_SOURCE[0]}" 2>&1 | sed -u "s/^/$e| /") &
         pids+=($!)
     done
     failed=()
@@ -137,13 +138,16 @@ ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
 if [[ -s "$ca" ]]; then build+=(--secret "id=pip_cert,src=$ca"); fi  # for a TLS-intercepting proxy
 
 # Disk: a build from an empty cache needs about NEED_GB free where the engine keeps its images (the pip cache,
-# the unpacked venv, and the layer committed from it); a cached one needs little, so too little is a warning.
+# the unpacked venv, and the layer committed from it), times the builds running at once (BUILDS_AT_ONCE, set
+# for each engine's test by the several-engines branch above); a cached build needs little, so too little is a
+# warning.
+need_gb=$((NEED_GB * ${BUILDS_AT_ONCE:-1}))
 if [[ "$engine" == podman ]]; then storage_format='{{.Store.GraphRoot}}'; else storage_format='{{.DockerRootDir}}'; fi
 storage="$("$engine_cmd" info --format "$storage_format" 2>/dev/null || true)"
 if [[ -d "$storage" ]]; then
     free_gb="$(df -P -BG "$storage" | awk 'NR == 2 { print $4 + 0 }')"
-    if ((free_gb < NEED_GB)); then
-        echo "warning: ${free_gb} GB free in $storage; a build from an empty cache needs about ${NEED_GB} GB" \
+    if ((free_gb < need_gb)); then
+        echo "warning: ${free_gb} GB free in $storage; ${BUILDS_AT_ONCE:-1} build(s) from an empty cache need about ${need_gb} GB" \
             "(old images: $engine image prune)"
     fi
 fi

@@ -252,3 +252,53 @@ def test_smoke_debootstraps_one_standin_base_for_both_engines_then_tests_each(tm
         assert any(c.startswith(f"{path} build --force-rm") for c in calls), calls  # each engine built ...
         assert f"{name}| engine: {name} ({path if name == 'docker' else name}: stub engine)" in result.stdout
     assert result.returncode != 0 and "IMAGE TEST FAILED: podman docker failed" in result.stderr  # ... and failed
+
+
+# A stand-in podman that builds: `image inspect` gives the image tagged before the build, then the new one;
+# `ps -a --external` lists one working container before the build and a second one after it; BUILD_FAILS fails
+# the build; `info` names STUB_STORAGE as where it keeps its images. Runs fail, which ends the test after the build.
+BUILDING_ENGINE = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+built="$0.built"
+case "$1 $2" in
+    "--version "*) echo "stub engine" ;;
+    "info --format") echo "$STUB_STORAGE" ;;
+    "build "*) touch "$built"; [ -z "$BUILD_FAILS" ] ;;
+    "image inspect") if [ "$3" = base:x ]; then :; elif [ -e "$built" ]; then echo new-image; else echo old-image; fi ;;
+    "image rm") ;;
+    "ps -a") echo user-container; [ -e "$built" ] && echo build-container ;;
+    "rm --force") ;;
+    *) exit 1 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("build_fails", [False, True])
+def test_smoke_removes_the_image_a_build_replaces_or_what_a_failed_build_left(tmp_path, build_fails):
+    """A rebuild under the same tag removes the image it replaced (each one kept filled CI's disk); a failed
+    podman build removes the working containers it left behind, not the ones that were there before."""
+    podman = stub(tmp_path / "bin", "podman", BUILDING_ENGINE, BUILD_FAILS="1" if build_fails else "")
+    result, calls = run_smoke(tmp_path, [podman.parent], ENGINE="podman", BASE_IMAGE="base:x")
+    assert result.returncode != 0  # the build failed, or the stub's `run` did
+    removed = [c.removeprefix(f"{podman} ") for c in calls if c.startswith((f"{podman} image rm", f"{podman} rm"))]
+    if build_fails:
+        assert "IMAGE TEST FAILED: the build of localhost/fewlabels:test failed" in result.stderr
+        assert removed == ["rm --force --storage build-container"], calls
+    else:
+        assert "removed the image it replaces, old-image" in result.stdout, result.stdout + result.stderr
+        assert removed == ["image rm old-image"], calls
+
+
+@pytest.mark.parametrize("builds_at_once, warns", [("1", False), ("100000", True)])
+def test_smoke_warns_before_a_build_when_the_disk_is_short(tmp_path, builds_at_once, warns):
+    """Free disk below 16 GB per build running at once (a petabyte for 100,000 builds) is said before the
+    build, with where and how much."""
+    podman = stub(tmp_path / "bin", "podman", BUILDING_ENGINE)
+    free_gb = shutil.disk_usage(tmp_path).free // 2**30
+    if free_gb < 16:
+        pytest.skip(f"{free_gb} GB free in {tmp_path}: the one-build case would warn too")
+    result, _ = run_smoke(tmp_path, [podman.parent], ENGINE="podman", BASE_IMAGE="base:x",
+                          STUB_STORAGE=str(tmp_path), BUILDS_AT_ONCE=builds_at_once)
+    warning = rf"warning: \d+ GB free in {re.escape(str(tmp_path))}; {builds_at_once} build\(s\) from an empty cache need"
+    assert bool(re.search(warning, result.stdout)) == warns, result.stdout
+    assert result.stdout.index("warning:" if warns else "engine:") < result.stdout.index("==> ")  # before the build
