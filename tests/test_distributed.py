@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -210,15 +209,16 @@ def test_dvc_exp_run_with_two_processes(tmp_path):
 
 # claiming GPUs --------------------------------------------------------------------------------------
 
-def _claim_and_hold(lock_dir, n_gpus, slots, queue, hold_s):
+def _claim_and_hold(lock_dir, n_gpus, slots, queue, hold):
     queue.put((os.getpid(), distributed.claim_gpu(n_gpus, lock_dir, slots)))
-    time.sleep(hold_s)
+    if hold:
+        signal.pause()  # holds the claim until the test kills it, however slow the machine
 
 
-def _start_claims(lock_dir, n, n_gpus, slots, hold_s=30):
+def _start_claims(lock_dir, n, n_gpus, slots, hold=True):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_claim_and_hold, args=(lock_dir, n_gpus, slots, queue, hold_s)) for _ in range(n)]
+    procs = [ctx.Process(target=_claim_and_hold, args=(lock_dir, n_gpus, slots, queue, hold)) for _ in range(n)]
     for p in procs:
         p.start()
     return procs, queue
@@ -244,7 +244,7 @@ def test_a_crashed_experiment_releases_its_gpu(tmp_path):
     for p in procs:
         if p.pid == crashed:
             p.join()
-    late, queue2 = _start_claims(tmp_path, 1, n_gpus=2, slots=1, hold_s=0)
+    late, queue2 = _start_claims(tmp_path, 1, n_gpus=2, slots=1, hold=False)
     assert queue2.get(timeout=60)[1] == 1
     for p in procs + late:
         p.kill()

@@ -237,7 +237,7 @@ def test_download_after_a_kill_removes_the_killed_runs_temporary_directory(tmp_p
     mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=10, n_test=10)
     settings = {"dataset": "fashion_mnist", "data.retries": 0}
-    with fakes.serve_raw(b"", delay=10) as stalled:  # accepts, then sends nothing: a transfer in progress
+    with fakes.serve_raw(b"", delay=600) as stalled:  # accepts, then sends nothing: a transfer in progress
         work = copy_pipeline(tmp_path / "work", {**settings, "data.sources.fashion_mnist": [stalled]})
         fakes.pin_digests(work, "fashion_mnist", mirror)  # the stages run from this copy (the current directory)
         proc = subprocess.Popen([sys.executable, "-m", "stages.download"], cwd=work,
