@@ -154,21 +154,21 @@ fi
 old_image="$("$engine_cmd" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 # A failed podman build can leave its working containers behind (seen when the disk filled up while it committed
 # a layer: 13 GB kept), invisible to `podman ps -a`: the ones this build started are removed.
-working_containers() { if [[ "$engine" == podman ]]; then podman ps -a --external --format '{{.ID}}' | sort || true; fi; }
+working_containers() { if [[ "$engine" == podman ]]; then "$engine_cmd" ps -a --external --format '{{.ID}}' | sort || true; fi; }
 containers_before="$(working_containers)"
 
 step "building $IMAGE from $REPO (base $base, uid:gid $uid:$gid)"
 start=$SECONDS
 if ! "${build[@]}" -t "$IMAGE" "$REPO"; then
     for id in $(comm -13 <(echo "$containers_before") <(working_containers)); do
-        podman rm --force --storage "$id" >/dev/null && echo "removed the failed build's working container $id"
+        "$engine_cmd" rm --force --storage "$id" >/dev/null && echo "removed the failed build's working container $id"
     done
     fail "the build of $IMAGE failed (its lines above)"
 fi
-echo "built in $((SECONDS - start)) s; size: $("$engine_cmd" image inspect --format '{{.Size}}' "$IMAGE") bytes"
+read -r new_image size < <("$engine_cmd" image inspect --format '{{.Id}} {{.Size}}' "$IMAGE")
+echo "built in $((SECONDS - start)) s; size: $size bytes"
 # The image the build replaced: untagged now and 6.7 GB whenever the lock changed, so it goes (with its layers
 # that no other image uses); kept, and said so, while a container still uses it.
-new_image="$("$engine_cmd" image inspect --format '{{.Id}}' "$IMAGE")"
 if [[ -n "$old_image" && "$old_image" != "$new_image" ]]; then
     if "$engine_cmd" image rm "$old_image" >/dev/null; then
         echo "removed the image it replaces, $old_image"

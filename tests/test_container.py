@@ -264,7 +264,7 @@ case "$1 $2" in
     "--version "*) echo "stub engine" ;;
     "info --format") echo "$STUB_STORAGE" ;;
     "build "*) touch "$built"; [ -z "$BUILD_FAILS" ] ;;
-    "image inspect") if [ "$3" = base:x ]; then :; elif [ -e "$built" ]; then echo new-image; else echo old-image; fi ;;
+    "image inspect") if [ "$3" = base:x ]; then :; elif [ -e "$built" ]; then echo new-image 6700000000; else echo old-image; fi ;;
     "image rm") ;;
     "ps -a") echo user-container; [ -e "$built" ] && echo build-container ;;
     "rm --force") ;;
@@ -286,6 +286,7 @@ def test_smoke_removes_the_image_a_build_replaces_or_what_a_failed_build_left(tm
         assert removed == ["rm --force --storage build-container"], calls
     else:
         assert "removed the image it replaces, old-image" in result.stdout, result.stdout + result.stderr
+        assert "size: 6700000000 bytes" in result.stdout  # the new image's id and size, read in one inspect
         assert removed == ["image rm old-image"], calls
 
 
