@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test test-quick setup fashion-mnist label-curve bench docs lock lock-cpu image-test
+.PHONY: run test test-quick check setup fashion-mnist label-curve bench docs lock lock-cpu image-test
 run: $(STAMP) fashion-mnist
 	dvc repro
 
@@ -18,6 +18,13 @@ test: $(STAMP) fashion-mnist
 # The edit-test loop: everything but the end-to-end runs of dvc, training and the container (marked slow).
 test-quick: $(STAMP) fashion-mnist
 	pytest -q -m "not slow"
+
+# The committed files that are derived from code, checked against it (CI runs this on a clean clone; in a
+# workspace, `dvc exp run -S`, `make label-curve` and `make docs` legitimately change them).
+check: $(STAMP)
+	@python -m fewlabels.params --yaml | diff -u params.yaml - \
+	  || { echo "params.yaml is not the schema's defaults: python -m fewlabels.params --yaml > params.yaml"; exit 1; }
+	python -m bench.tables --check
 
 setup: $(STAMP)
 

@@ -34,7 +34,8 @@ from dvc.exceptions import PathMissingError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from fewlabels.atomic import atomic_path  # noqa: E402
-from fewlabels.curve import FIELDS, curve_rows, markdown_table, merge, plot_curve, queue_tasks, summarize  # noqa: E402
+from fewlabels.curve import (FIELDS, curve_rows, markdown_table, merge, plot_curve, protocol, queue_tasks,  # noqa: E402
+                             summarize)
 from fewlabels.params import load  # noqa: E402
 
 POLL_S = 10  # seconds between looks at the queue
@@ -108,7 +109,7 @@ def with_run_records(rows: list[dict]) -> list[dict]:
             continue
         kept.append(row)
         rounds = record.get("pseudo_labels")  # none: skip, or an older run
-        row.update(device=record["device"], train_seconds=round(record["train_seconds"], 1),
+        row.update(device=record["device"], train_seconds=round(record["train_seconds"], 1), protocol=protocol(record),
                    pseudo_label_acc=round(rounds[-1]["acc"], 4) if rounds and rounds[-1]["acc"] is not None else "")
     return kept
 

@@ -18,9 +18,10 @@ from fewlabels.curve import markdown_table, merge, summarize
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
 MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
-# Fashion-MNIST's train split holds 5,400 images of each of its 10 classes (54,000); the index stage keeps
-# round(labeled_frac × 5,400) labels of each (fewlabels.splits.labeled_index).
-CLASSES, PER_CLASS = 10, 5_400
+# Fashion-MNIST's train split holds 5,400 images of each of its 10 classes (54,000), its validation split 600 of
+# each; the index stage keeps round(labeled_frac × 5,400) train labels of each (fewlabels.splits.labeled_index)
+# and, under protocol v2, max(1, round(labeled_frac × 600)) validation labels (valid_index); v1 kept all 6,000.
+CLASSES, PER_CLASS, VALID_PER_CLASS = 10, 5_400, 600
 TARGET_FRAC, TARGET = 0.1, 0.915  # issue 6's test accuracy at 10% labels: cells that reach it are bold
 
 
@@ -32,8 +33,12 @@ def table(head: list[str], rows: list[list]) -> str:
     return "\n".join([row(head), row(["---"] * len(head)), *map(row, rows)]) + "\n"
 
 
-def labels(frac: float) -> str:
-    return f"{frac} ({CLASSES * round(frac * PER_CLASS):,})"
+def labels(frac: float, protocol: str = "v1") -> str:
+    """'0.01 (600)': the labels a run used, train and validation ('0.01 (540 + 6,000)' under v1)."""
+    train = CLASSES * round(frac * PER_CLASS)
+    if protocol == "v1":
+        return f"{frac} ({train:,} + {CLASSES * VALID_PER_CLASS:,})"
+    return f"{frac} ({train + CLASSES * max(1, round(frac * VALID_PER_CLASS)):,})"
 
 
 def method_order(method: str) -> tuple:
@@ -89,11 +94,12 @@ def method_grid(runs: list[dict], seconds: bool = False) -> str:
 
 def label_curve(runs: list[dict]) -> str:
     """One row per run, as reports/label_curve.csv holds them, the experiment's rev shortened."""
-    runs = sorted(runs, key=lambda r: (r["labeled_frac"], method_order(r["method"]), r["recipe"], r["seed"]))
-    return table(["labeled_frac (labels)", "method", "recipe", "seed", "model", "epochs", "device", "test acc",
-                  "train s", "pseudo-label acc", "rev"],
-                 [[labels(r["labeled_frac"]), r["method"], f"`{r['recipe']}`" if r["recipe"] else "", r["seed"],
-                   f"`{r['model']}`", r["epochs"], r["device"],
+    runs = sorted(runs, key=lambda r: (r["protocol"], r["labeled_frac"], method_order(r["method"]), r["recipe"],
+                                       r["seed"]))
+    return table(["protocol", "labeled_frac (labels)", "method", "recipe", "seed", "model", "epochs", "device",
+                  "test acc", "train s", "pseudo-label acc", "rev"],
+                 [[r["protocol"], labels(r["labeled_frac"], r["protocol"]), r["method"],
+                   f"`{r['recipe']}`" if r["recipe"] else "", r["seed"], f"`{r['model']}`", r["epochs"], r["device"],
                    f"{r['test_acc']:.4f}", f"{r['train_seconds']:.0f}", r.get("pseudo_label_acc") or "",
                    f"`{r['rev'][:8]}`"] for r in runs])
 

@@ -2,6 +2,9 @@
 
 All policies take normalised float images [B, C, H, W] and return a new tensor of the same shape; the
 RandAugment ops in between work on the pixel scale [0, 1] (RandAugment converts there and back).
+Shifted-in borders and cutout squares take each image's darkest value per channel, not 0: after
+normalisation 0 is the mean, a grey, and these images' background is black (the darkest value: exactly the
+normalised black on Fashion-MNIST and MNIST, whose every image has black pixels).
 """
 import math
 from typing import Callable, NamedTuple
@@ -16,10 +19,16 @@ def flip(x: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
 
 
+def background(x: torch.Tensor) -> torch.Tensor:
+    """Each image's darkest value per channel [B, C, 1, 1]: what borders and cutout squares are filled with."""
+    return x.amin((2, 3), keepdim=True)
+
+
 def translate(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
-    """Shift each image by up to `pixels` in each direction (zero fill), one gather for the batch."""
-    b, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pixels,) * 4)
+    """Shift each image by up to `pixels` in each direction (background fill), one gather for the batch."""
+    b, c, h, w = x.shape
+    padded = background(x).expand(b, c, h + 2 * pixels, w + 2 * pixels).clone()
+    padded[..., pixels:pixels + h, pixels:pixels + w] = x
     dy = torch.randint(0, 2 * pixels + 1, (b, 1), device=x.device)
     dx = torch.randint(0, 2 * pixels + 1, (b, 1), device=x.device)
     rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)
@@ -30,14 +39,14 @@ def translate(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
 
 
 def cutout(x: torch.Tensor, size: int = 8) -> torch.Tensor:
-    """Zero one random size x size square per image (clipped at the borders)."""
+    """Hide one random size x size square per image (clipped at the borders) under its background."""
     b, _, h, w = x.shape
     cy = torch.randint(0, h, (b, 1, 1, 1), device=x.device)
     cx = torch.randint(0, w, (b, 1, 1, 1), device=x.device)
     ys = torch.arange(h, device=x.device).view(1, 1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, 1, w)
     inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)
-    return x.masked_fill(inside, 0.0)
+    return torch.where(inside, background(x), x)
 
 
 def jitter(x: torch.Tensor, strength: float = 0.4) -> torch.Tensor:

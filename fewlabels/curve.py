@@ -14,9 +14,11 @@ from fewlabels.params import Params  # noqa: E402
 
 # reports/label_curve.csv: one row per run (long form), in this column order
 # (recipe: what else the run set, see recipe(); pseudo_label_acc: of the pseudo-labels of the run's last epoch
-# against the hidden labels, fewlabels.metrics.pseudo_label_scores' acc; empty for skip)
+# against the hidden labels, fewlabels.metrics.pseudo_label_scores' acc; empty for skip; protocol: v2 when the
+# run's validation kept labeled_frac of its labels too (fewlabels.splits), v1 when it selected with all 6,000)
 FIELDS = ["labeled_frac", "method", "recipe", "seed", "test_acc", "model", "epochs", "device", "train_seconds",
-          "pseudo_label_acc", "rev"]
+          "pseudo_label_acc", "rev", "protocol"]
+PROTOCOLS = {"v1": "validation kept every label", "v2": "validation kept labeled_frac of its labels"}
 AXES = {"labeled_frac", "seed", "ssl.method"}  # the grid's own columns
 NOT_RECIPE = ("models", "data.")  # which models a run trains and where its files come from: not how a model learns
 
@@ -42,8 +44,9 @@ def recipe(params: dict) -> str:
 
 
 def variant(row: dict) -> str:
-    """A row's method and recipe, as legends and tables name a line: 'skip' or 'skip (train.epochs=4)'."""
-    return row["method"] + (f" ({row['recipe']})" if row["recipe"] else "")
+    """A row's method and recipe, as legends and tables name a line: 'skip' or 'skip (train.epochs=4)'; a row
+    of the old protocol says so: 'skip [v1]'."""
+    return row["method"] + (f" ({row['recipe']})" if row["recipe"] else "") + (" [v1]" if row["protocol"] == "v1" else "")
 
 
 def _records(node):
@@ -80,31 +83,38 @@ def curve_rows(exp_show: list, model: str) -> list[dict]:
     return [newest[key] for key in sorted(newest, key=lambda k: (k[1], k[2], k[0], k[3]))]
 
 
+def protocol(run_record: dict) -> str:
+    """The label protocol of a run, from its runs/<model>.json: only v2 runs record the labels they used."""
+    return "v2" if "labels_used" in run_record else "v1"
+
+
 def _key(row: dict) -> tuple:
-    return float(row["labeled_frac"]), row["method"], row["recipe"], int(row["seed"]), row["model"]
+    return float(row["labeled_frac"]), row["method"], row["recipe"], int(row["seed"]), row["model"], row["protocol"]
 
 
 def merge(kept: list[dict], new: list[dict]) -> list[dict]:
     """The rows already in reports/label_curve.csv (earlier sessions, other hosts: read back as text) and
-    this run's: a new row replaces a kept one of the same labeled_frac, method, recipe, seed and model.
-    Sorted by method, recipe, labeled_frac, seed; numbers as numbers."""
+    this run's: a new row replaces a kept one of the same labeled_frac, method, recipe, seed, model and
+    protocol (a kept row from before the protocol column is v1). Sorted by method, recipe, labeled_frac, seed;
+    numbers as numbers."""
     rows = {}
     for row in [*kept, *new]:
         row = dict(row, labeled_frac=float(row["labeled_frac"]), seed=int(row["seed"]),
-                   test_acc=float(row["test_acc"]), train_seconds=float(row["train_seconds"]))
+                   test_acc=float(row["test_acc"]), train_seconds=float(row["train_seconds"]),
+                   protocol=row.get("protocol") or "v1")
         rows[_key(row)] = row
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[1], k[2], k[0], k[3], k[4]))]
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[5], k[1], k[2], k[0], k[3], k[4]))]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per (method, recipe, labeled_frac): mean and sample standard deviation of test accuracy over seeds,
-    and n."""
+    """Per (method, recipe, protocol, labeled_frac): mean and sample standard deviation of test accuracy over
+    seeds, and n."""
     cells = {}
     for row in rows:
-        cells.setdefault((row["method"], row["recipe"], row["labeled_frac"]), []).append(row["test_acc"])
-    return [{"method": method, "recipe": how, "labeled_frac": frac, "mean": statistics.fmean(accs),
+        cells.setdefault((row["method"], row["recipe"], row["protocol"], row["labeled_frac"]), []).append(row["test_acc"])
+    return [{"method": method, "recipe": how, "protocol": proto, "labeled_frac": frac, "mean": statistics.fmean(accs),
              "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "n": len(accs)}
-            for (method, how, frac), accs in sorted(cells.items())]
+            for (method, how, proto, frac), accs in sorted(cells.items())]
 
 
 def markdown_table(summary: list[dict]) -> str:

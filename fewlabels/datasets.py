@@ -42,6 +42,7 @@ class DatasetSpec:
     max_file_bytes: dict[str, int]      # file name -> most bytes a genuine copy takes, from any mirror
     mirrors: tuple[str, ...]            # base URLs tried in order: the defaults of params.yaml's data.sources
     max_member_bytes: int = 0           # the largest file inside an archive (cifar: one batch pickle); 0: no archive
+    mirror_safe: bool = True            # a mirrored image shows the same class (clothes, objects; not digits)
 
 
 IDX_FILES = {  # role -> file name: the same for MNIST and Fashion-MNIST
@@ -52,7 +53,7 @@ IDX_FILES = {  # role -> file name: the same for MNIST and Fashion-MNIST
 }
 
 
-def _idx(classes: tuple[str, ...], digests: dict[str, str], mirrors: tuple[str, ...]) -> DatasetSpec:
+def _idx(classes: tuple[str, ...], digests: dict[str, str], mirrors: tuple[str, ...], mirror_safe: bool) -> DatasetSpec:
     """MNIST and Fashion-MNIST: 60,000 + 10,000 grey 28x28 images in four gzipped idx files (`digests`: role ->
     digest)."""
     files = {role: DataFile(name, digests[role]) for role, name in IDX_FILES.items()}
@@ -63,7 +64,7 @@ def _idx(classes: tuple[str, ...], digests: dict[str, str], mirrors: tuple[str, 
         images, labels = IDX_FILES[f"{split}_images"], IDX_FILES[f"{split}_labels"]
         max_file_bytes[images] = gzip_bound(IDX_HEADER_BYTES["images"] + n * math.prod(image_shape))
         max_file_bytes[labels] = gzip_bound(IDX_HEADER_BYTES["labels"] + n)  # a byte per label
-    return DatasetSpec("idx", files, classes, image_shape, max_images, max_file_bytes, mirrors)
+    return DatasetSpec("idx", files, classes, image_shape, max_images, max_file_bytes, mirrors, mirror_safe=mirror_safe)
 
 
 def _cifar10(digest: str, mirrors: tuple[str, ...]) -> DatasetSpec:
@@ -94,6 +95,7 @@ DATASETS = {
             "test_labels": "gunzip-sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
         (f"file://{DEBIAN_FASHION_MNIST}", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"),
+        mirror_safe=True,
     ),
     "mnist": _idx(
         tuple(str(d) for d in range(10)),
@@ -104,6 +106,7 @@ DATASETS = {
             "test_labels": "md5:ec29112dd5afa0611ce80d1b7f02629c",
         },
         ("https://ossci-datasets.s3.amazonaws.com/mnist", "http://yann.lecun.com/exdb/mnist"),
+        mirror_safe=False,  # a mirrored 2 is no digit, a mirrored 6 is nearly a 9
     ),
     "cifar10": _cifar10("md5:c58f30108f718f92721af3b95e74349a", ("https://www.cs.toronto.edu/~kriz",)),
 }

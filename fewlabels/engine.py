@@ -206,7 +206,8 @@ def end_epoch(state: TrainState, loop: Loop, row: dict, stop: bool) -> None:
         state.scheduler.step()
     elif loop.sched_when == "valid_loss":
         state.scheduler.step(row["valid_loss"])
-    score = row["valid_acc"] if cfg.select_metric == "valid_acc" else -row["valid_loss"]
+    # higher is better; "last": every epoch beats the ones before it
+    score = {"valid_acc": row["valid_acc"], "valid_loss": -row["valid_loss"], "last": float(row["epoch"])}[cfg.select_metric]
     if state.best_score is None or score > state.best_score:
         state.best_score, state.best_epoch = score, row["epoch"]
         state.best_state = copy.deepcopy(state.scored.state_dict())

@@ -3,6 +3,8 @@
 What the evaluate stage needs of a trained model, apart from the training engine (fewlabels/engine.py), so
 that editing how models train (an objective, the sampler) does not make every evaluate stage stale.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -57,12 +59,19 @@ def predict(model, normalize, images: torch.Tensor, device, amp: bool) -> torch.
     return torch.cat(out)
 
 
-def predict_trained(model, trained: dict, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
+def predict_trained(model, trained: dict, images: torch.Tensor, device, amp: bool, tta: str = "none") -> torch.Tensor:
     """Logits of `model` with trained weights and the normalisation they were trained with: `trained` is
-    fit()'s result or the train stage's record (both hold state_dict, mean and std)."""
+    fit()'s result or the train stage's record (both hold state_dict, mean and std).
+
+    tta="mirror" (evaluate.tta): the log of the mean of the image's and its mirror image's class probabilities,
+    so softmax, argmax and cross-entropy read the averaged prediction."""
     model.load_state_dict(trained["state_dict"])
     normalize = Normalize(trained["mean"], trained["std"]).to(device)
-    return predict(model.to(device), normalize, images, device, amp)
+    logits = predict(model.to(device), normalize, images, device, amp)
+    if tta == "none":
+        return logits
+    mirrored = predict(model, lambda x: normalize(x).flip(3), images, device, amp)
+    return torch.logsumexp(torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)]), 0) - math.log(2)
 
 
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -65,6 +65,12 @@ def summary_rows(per_model: dict[str, dict[str, dict]]) -> dict[str, dict]:
     return {model: {h: _lookup(files[f], k) for h, f, k in SUMMARY_COLUMNS} for model, files in per_model.items()}
 
 
+def labels_line(used: dict) -> str:
+    """fewlabels.splits.labels_used's record in words: 'labels used: 600 of 60,000 (1.00%): 540 train, 60 valid'."""
+    return (f"labels used: {used['total']:,} of {used['of']:,} ({used['total'] / used['of']:.2%}): "
+            f"{used['train']:,} train, {used['valid']:,} valid")
+
+
 def markdown_table(rows: dict[str, dict]) -> str:
     headers = ["model"] + [h for h, _, _ in SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

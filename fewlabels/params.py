@@ -83,8 +83,9 @@ class TrainConfig(Section):
     step_milestones: list[Annotated[int, Field(ge=1)]] = Field(
         [5, 8], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
     patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
-    select_metric: Literal["valid_acc", "valid_loss"] = Field(
-        "valid_acc", description="the checkpoint kept is the epoch with the best valid_acc or valid_loss")
+    select_metric: Literal["valid_acc", "valid_loss", "last"] = Field(
+        "valid_acc", description="the checkpoint kept: the epoch with the best valid_acc or valid_loss (on the "
+                                 "labeled_frac of validation labels the run may use), or the last epoch run")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the labeled cross-entropy")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when torch sees a GPU, else the CPU; cuda without a GPU is an error")
@@ -94,6 +95,13 @@ class TrainConfig(Section):
     channels_last: bool = Field(False, description="NHWC memory layout for the convolutions")
     ema: float = Field(0.0, ge=0, lt=1, description="decay per step of a weight average that is validated, "
                                                     "saved and used as the teacher (see ssl.ema_teacher); 0: off")
+
+
+class EvaluateConfig(Section):
+    """How the evaluate stage scores a trained model (params.yaml `evaluate:`)."""
+    tta: Literal["none", "mirror"] = Field(
+        "none", description="test-time augmentation: none, or mirror (each image's class probabilities averaged with "
+                            "its left-right mirror image's; not for digits)")
 
 
 class SSLConfig(Section):
@@ -143,13 +151,16 @@ class Params(Section):
     dataset: Dataset = Field("fashion_mnist", description="fashion_mnist, mnist or cifar10")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="feeds every random choice: split, index, "
                                                          "initialisation, batch order, augmentation")
-    labeled_frac: float = Field(1.0, gt=0, le=1, description="fraction of the training split that keeps its labels")
+    labeled_frac: float = Field(1.0, gt=0, le=1, description="fraction of all training labels a run may use: of "
+                                                             "the train split's and, stratified, of the validation "
+                                                             "split's (the rest of validation is dropped)")
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     models: list[ModelName] = Field(["cnn", "bn_cnn"], min_length=1,
                                     description="registry models that `dvc repro` trains and compares")
     train: TrainConfig = TrainConfig()
     ssl: SSLConfig = SSLConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     dist: DistConfig = DistConfig()
 
     @field_validator("models")
@@ -169,6 +180,9 @@ class Params(Section):
         conflict = methods.conflict(self.ssl.method, self.train.ema, self.ssl.ema_teacher, self.ssl.dist_align)
         if conflict:
             raise ValueError(conflict)
+        if self.evaluate.tta == "mirror" and not DATASETS[self.dataset].mirror_safe:
+            raise ValueError(f"evaluate.tta=mirror averages each image with its mirror image, which in {self.dataset} "
+                             "shows another class: set evaluate.tta to none")
         late = [m for m in self.train.step_milestones if m >= self.train.epochs]
         if self.train.scheduler == "step" and late:
             raise ValueError(f"train.step_milestones {late} are not before the last of train.epochs "
@@ -451,6 +465,12 @@ def default_yaml() -> str:
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.dump(_commented(Params()), out)
     return YAML_HEADER + out.getvalue()
+
+
+def default_raw() -> dict:
+    """default_yaml() read back as read() reads params.yaml: the settings of a fresh clone, whatever the
+    workspace's params.yaml holds now."""
+    return _yaml().load(default_yaml())
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ def main() -> None:
     p = load_params()
     paths = layout(p.dataset)
     for output in (paths.raw, paths.prepared, paths.split / "train.npy", paths.split / "valid.npy",
-                   paths.index / "labeled.npy", paths.index / "unlabeled.npy"):
+                   paths.index / "labeled.npy", paths.index / "unlabeled.npy", paths.index / "valid.npy"):
         remove_stale(output)
     for state in resume.sweep(paths.resume_root, p):
         print(f"removed {state}: a resume state of other settings, which no run will continue")

@@ -46,7 +46,7 @@ def main() -> None:
     name = stage_model(args.model, p)
     paths = layout(p.dataset, name)
     d = prepared.load(paths.prepared, *prepared.ARRAYS, "classes")
-    valid = np.load(paths.split / "valid.npy")
+    valid = np.load(paths.index / "valid.npy")  # the validation labels the run had, no others
     splits = {"test": (d["x_test"], d["y_test"]), "valid": (d["x_train"][valid], d["y_train"][valid])}
     # the model the train stage built for this data: what the model file must fit, shapes and all
     expected = {"channels": d["x_train"].shape[1], "size": d["x_train"].shape[2], "classes": d["classes"]}
@@ -55,7 +55,7 @@ def main() -> None:
     device = resolve_device(p.train.device)
     results, test_pred = {}, None
     for split, (x, y) in splits.items():
-        logits = predict_trained(model, record, torch.from_numpy(x), device, p.train.amp)
+        logits = predict_trained(model, record, torch.from_numpy(x), device, p.train.amp, p.evaluate.tta)
         results[split] = classification_metrics(logits, torch.from_numpy(y), record["classes"])
         if split == "test":
             test_pred = logits.argmax(1).cpu().numpy()

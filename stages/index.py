@@ -1,11 +1,12 @@
-"""Stage index: which training images keep their labels (labeled.npy) and which do not (unlabeled.npy)."""
+"""Stage index: which training images keep their labels (labeled.npy), which do not (unlabeled.npy), and which
+validation images keep theirs (valid.npy): labeled_frac of each split's labels (fewlabels.splits)."""
 import argparse
 
 import numpy as np
 
 from fewlabels import prepared
 from fewlabels.atomic import save_npy
-from fewlabels.splits import labeled_index
+from fewlabels.splits import labeled_index, labels_used, valid_index
 from stages._common import layout, load_params, run
 
 
@@ -14,11 +15,16 @@ def main() -> None:
     p = load_params()
     paths = layout(p.dataset)
     d = prepared.load(paths.prepared, "y_train", "classes")
-    train = np.load(paths.split / "train.npy")
+    train, valid = np.load(paths.split / "train.npy"), np.load(paths.split / "valid.npy")
     labeled, unlabeled = labeled_index(train, d["y_train"], p.labeled_frac, p.seed, d["classes"])
+    valid_labeled = valid_index(valid, d["y_train"], p.labeled_frac, p.seed)
     save_npy(paths.index / "labeled.npy", labeled)
     save_npy(paths.index / "unlabeled.npy", unlabeled)
-    print(f"index: {len(labeled)} labeled, {len(unlabeled)} unlabeled (labeled_frac={p.labeled_frac})")
+    save_npy(paths.index / "valid.npy", valid_labeled)
+    used = labels_used(d["y_train"], labeled, valid_labeled, d["classes"])
+    print(f"index: {len(labeled)} labeled, {len(unlabeled)} unlabeled train images; {len(valid_labeled)} of "
+          f"{len(valid)} validation labels kept; labels used: {used['total']:,} of {used['of']:,} "
+          f"(labeled_frac={p.labeled_frac})")
 
 
 if __name__ == "__main__":

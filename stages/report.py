@@ -7,7 +7,7 @@ import argparse
 import json
 
 from fewlabels.atomic import write_text
-from fewlabels.metrics import markdown_table, summary_rows
+from fewlabels.metrics import labels_line, markdown_table, summary_rows
 from stages._common import layout, load_params, run
 
 
@@ -22,7 +22,9 @@ def main() -> None:
             with open(directory / f"{model}.json") as f:
                 per_model[model][kind] = json.load(f)
         per_model[model]["metrics"] = per_model[model]["metrics"][model]  # scores sit under the model's name
-    header = f"# {p.dataset}: labeled_frac={p.labeled_frac}, ssl.method={p.ssl.method}, seed={p.seed}\n\n"
+    used = per_model[p.models[0]]["run"]["labels_used"]  # the same index files for every model
+    header = (f"# {p.dataset}: labeled_frac={p.labeled_frac}, ssl.method={p.ssl.method}, seed={p.seed}\n\n"
+              f"{labels_line(used)}\n\n")
     text = header + markdown_table(summary_rows(per_model))
     write_text(paths.summary, text)
     print(text)

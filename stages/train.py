@@ -30,6 +30,7 @@ from fewlabels.inference import resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.metrics import pseudo_label_scores
 from fewlabels.models import build_model, count_parameters
+from fewlabels.splits import labels_used
 from stages._common import layout, load_params, run, stage_model
 
 # What the model file keeps of each epoch's row. Its rows are rebuilt with these very key objects: pickle
@@ -66,14 +67,17 @@ def main() -> None:
     torch.set_num_threads(distributed.cpu_threads(p.dist.nproc_per_node))
     d = prepared.load(paths.prepared, "x_train", "y_train", "classes")
     x, y, classes = d["x_train"], d["y_train"], d["classes"]
-    train_idx, valid_idx = np.load(paths.split / "train.npy"), np.load(paths.split / "valid.npy")
+    # validation: only the images whose labels the run may use (the label budget: fewlabels.splits)
+    train_idx, valid_idx = np.load(paths.split / "train.npy"), np.load(paths.index / "valid.npy")
     labeled, unlabeled = np.load(paths.index / "labeled.npy"), np.load(paths.index / "unlabeled.npy")
+    used = labels_used(y, labeled, valid_idx, classes)
     channels, size = x.shape[1], x.shape[2]
     torch.manual_seed(p.seed)
     model = build_model(name, channels, size, len(classes))
     n_params = count_parameters(model)
     if dist.main:
-        print(f"{name}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images; "
+        print(f"{name}: {n_params:,} parameters; {len(labeled):,} labeled, {len(unlabeled):,} unlabeled images, "
+              f"{len(valid_idx):,} validation labels ({used['total']:,} of {used['of']:,} labels); "
               f"{torch.get_num_threads()} CPU threads")
 
     device = resolve_device(p.train.device)
@@ -128,6 +132,7 @@ def main() -> None:
         "device": result["device"], "world_size": result["world_size"], "threads": torch.get_num_threads(),
         "n_parameters": n_params,
         "n_labeled": len(labeled), "n_unlabeled": len(unlabeled),
+        "labels_used": used,  # train and validation: every label the run could read
         "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
         "train_seconds": result["train_seconds"], "images_per_s": result["images_per_s"],
         "epoch_seconds": [row["seconds"] for row in result["history"]],

@@ -12,9 +12,10 @@ REPO = Path(__file__).resolve().parent.parent  # the project checkout these test
 
 
 def write_params(directory: Path, settings: dict) -> Path:
-    """The repo's params.yaml with `settings` ({dotted key: value}) on top, checked by the schema, written
-    into `directory`: the same keys and values `dvc exp run -S key=value` would set."""
-    raw = params.read(REPO / "params.yaml")
+    """The default params.yaml (the schema's, not the workspace's, which a user's `dvc exp run -S` edits) with
+    `settings` ({dotted key: value}) on top, checked by the schema, written into `directory`: the same keys
+    and values `dvc exp run -S key=value` would set."""
+    raw = params.default_raw()
     for key, value in settings.items():
         params.set_key(raw, key, value)
     params.validate(raw)

@@ -1,5 +1,6 @@
-"""The docs' measured tables (bench/tables.py): the committed ones are what the results files render, and
-each renderer formats figures as the docs show them."""
+"""The docs' measured tables (bench/tables.py): each renderer formats figures as the docs show them. That the
+committed docs hold what the committed results render is `make check`'s job (a user's `make label-curve`
+changes the results in their workspace)."""
 import csv
 import sys
 
@@ -7,11 +8,6 @@ import pytest
 
 from bench import tables
 from fewlabels.curve import FIELDS
-
-
-def test_committed_docs_are_what_the_results_files_render():
-    docs = {str(path.relative_to(tables.REPO)): path.read_text() for path in tables.DOCS}
-    assert tables.stale(docs, tables.tables()) == [], "a measured table is stale: run `make docs`"
 
 
 def test_every_rendered_table_has_its_place_in_the_docs():
@@ -30,9 +26,9 @@ def test_method_grid_sets_seeds_side_by_side_and_bolds_the_target():
     assert tables.method_grid(runs, seconds=True).splitlines() == [
         "| labeled_frac (labels) | skip | fixmatch | train s (skip / fixmatch) |",
         "| --- | --- | --- | --- |",
-        "| 0.01 (540) |  | 0.8080 | 155 |",
-        "| 0.1 (5,400), seed 0 / seed 1 | 0.9128 / 0.9107 | **0.9189 / 0.9167** | 112, 110 / 386, 317 |",
-        "| 1.0 (54,000) | 0.9464 | = skip | 160 |",
+        "| 0.01 (540 + 6,000) |  | 0.8080 | 155 |",
+        "| 0.1 (5,400 + 6,000), seed 0 / seed 1 | 0.9128 / 0.9107 | **0.9189 / 0.9167** | 112, 110 / 386, 317 |",
+        "| 1.0 (54,000 + 6,000) | 0.9464 | = skip | 160 |",
     ]
 
 
@@ -59,11 +55,12 @@ def test_label_curve_reads_the_csv_and_lists_each_run(tmp_path):
         writer.writerow([0.01, "skip", "", 1, 0.837, "bn_cnn", 10, "cuda", 371.5, "",
                          "b0624b68d0d18320442ba24f29423a77"])
         writer.writerow([0.01, "label_propagation", "train.epochs=4", 0, 0.85, "bn_cnn", 4, "cpu", 590.2, 0.8612,
-                         "c0ffee00aaaa"])
+                         "c0ffee00aaaa", "v2"])  # the rows above predate the protocol column: v1
     assert tables.label_curve(tables.curve_runs(path)).splitlines()[2:] == [
-        "| 0.01 (540) | skip |  | 1 | `bn_cnn` | 10 | cuda | 0.8370 | 372 |  | `b0624b68` |",
-        "| 0.01 (540) | fixmatch | `train.epochs=2` | 0 | `bn_cnn` | 2 | cpu | 0.8285 | 371 |  | `61e22133` |",
-        "| 0.01 (540) | label_propagation | `train.epochs=4` | 0 | `bn_cnn` | 4 | cpu | 0.8500 | 590 | 0.8612 "
+        "| v1 | 0.01 (540 + 6,000) | skip |  | 1 | `bn_cnn` | 10 | cuda | 0.8370 | 372 |  | `b0624b68` |",
+        "| v1 | 0.01 (540 + 6,000) | fixmatch | `train.epochs=2` | 0 | `bn_cnn` | 2 | cpu | 0.8285 | 371 |  "
+        "| `61e22133` |",
+        "| v2 | 0.01 (600) | label_propagation | `train.epochs=4` | 0 | `bn_cnn` | 4 | cpu | 0.8500 | 590 | 0.8612 "
         "| `c0ffee00` |",
     ]
 

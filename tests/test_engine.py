@@ -72,6 +72,19 @@ def test_returned_state_dict_reproduces_the_best_epochs_validation():
     assert acc == pytest.approx(result["history"][result["best_epoch"] - 1]["valid_acc"])
 
 
+def test_mirror_tta_is_the_mean_of_both_views_probabilities():
+    torch.manual_seed(0)
+    model = build_model("lenet", 1, SIZE, 10)
+    trained = {"state_dict": copy.deepcopy(model.state_dict()), "mean": [0.3], "std": [0.4]}
+    images = torch.randint(0, 256, (30, 1, SIZE, SIZE), dtype=torch.uint8)
+    cpu = torch.device("cpu")
+    plain, mirrored = (predict_trained(model, trained, x, cpu, amp=False) for x in (images, images.flip(3)))
+    tta = predict_trained(model, trained, images, cpu, amp=False, tta="mirror")
+    assert not torch.allclose(plain.softmax(1), mirrored.softmax(1))  # the two views disagree: the mean matters
+    torch.testing.assert_close(tta.exp(), (plain.softmax(1) + mirrored.softmax(1)) / 2)  # log of the mean
+    assert torch.equal(predict_trained(model, trained, images, cpu, amp=False, tta="none"), plain)
+
+
 def test_history_rows_and_log_epoch():
     logged = []
     result = run_fit(epochs=3, log_epoch=lambda row, scored: logged.append(row))
@@ -155,18 +168,19 @@ def test_early_stopping_with_real_validation():
     assert history[-1]["valid_loss"] > min(r["valid_loss"] for r in history[:-1])
 
 
-@pytest.mark.parametrize("select_metric,best_epoch", [("valid_acc", 2), ("valid_loss", 4)])
+@pytest.mark.parametrize("select_metric,best_epoch", [("valid_acc", 2), ("valid_loss", 4), ("last", 5)])
 def test_best_epoch_follows_select_metric(monkeypatch, select_metric, best_epoch):
-    # Accuracy peaks at epoch 2 (tied at 5: the first wins), loss bottoms out at epoch 4.
+    # Accuracy peaks at epoch 2 (tied at 5: the first wins), loss bottoms out at epoch 4; "last" ignores both.
     scripted_validation(monkeypatch, [1.0, 0.9, 0.8, 0.5, 0.7], [0.1, 0.9, 0.3, 0.6, 0.9])
     states = []  # the model's weights as each epoch ended
     model = tiny_model()
     result = run_fit(model, epochs=5, select_metric=select_metric, patience=5,
                      log_epoch=lambda row, scored: states.append(copy.deepcopy(model.state_dict())))
     assert result["best_epoch"] == best_epoch
-    for k, v in result["state_dict"].items():  # the checkpoint is that epoch's, not the last one's
+    for k, v in result["state_dict"].items():  # the checkpoint is that epoch's
         assert torch.equal(v, states[best_epoch - 1][k])
-    assert any(not torch.equal(v, states[-1][k]) for k, v in result["state_dict"].items())
+    if best_epoch < 5:  # and not the last one's
+        assert any(not torch.equal(v, states[-1][k]) for k, v in result["state_dict"].items())
 
 
 # optimizers and schedulers ----------------------------------------------------------------------

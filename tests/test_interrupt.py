@@ -19,7 +19,7 @@ import torch
 import fakes
 from dvcrepo import REPO, child_env, commit, copy_pipeline, init, run, write_params
 from fewlabels import prepared
-from fewlabels.splits import labeled_index, split_train_valid
+from fewlabels.splits import labeled_index, split_train_valid, valid_index
 
 MODEL = "lenet"
 TRAIN_ARGS = [MODEL]  # the stage finds its files where dvc.yaml has them (stages._common.layout)
@@ -35,7 +35,8 @@ def stage_inputs(directory: Path, n: int = 3000) -> Path:
     prepared.save(directory / "data/prepared/fashion_mnist", arrays, tuple(map(str, range(10))))
     train, valid = split_train_valid(arrays["y_train"], 0.1, 0)
     labeled, unlabeled = labeled_index(train, arrays["y_train"], 0.5, 0, [str(c) for c in range(10)])
-    for sub, files in {"split": {"train": train, "valid": valid}, "index": {"labeled": labeled, "unlabeled": unlabeled}}.items():
+    index = {"labeled": labeled, "unlabeled": unlabeled, "valid": valid_index(valid, arrays["y_train"], 0.5, 0)}
+    for sub, files in {"split": {"train": train, "valid": valid}, "index": index}.items():
         (directory / "data" / sub).mkdir()
         for name, array in files.items():
             np.save(directory / "data" / sub / f"{name}.npy", array)

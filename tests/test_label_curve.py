@@ -66,18 +66,21 @@ def test_curve_rows_of_another_model_are_absent():
     assert curve_rows(exp_show(record(0.1, "skip", 0.85, "t")), "bn_cnn") == []
 
 
-def test_summary_is_mean_and_sample_std_over_seeds():
-    rows = [{"method": "skip", "recipe": "", "labeled_frac": 0.1, "test_acc": a} for a in (0.80, 0.82, 0.84)]
-    rows.append({"method": "fixmatch", "recipe": "", "labeled_frac": 0.1, "test_acc": 0.9})
-    rows.append({"method": "skip", "recipe": "train.epochs=4", "labeled_frac": 0.1, "test_acc": 0.7})
+def test_summary_is_mean_and_sample_std_over_seeds_never_mixing_protocols():
+    def row(method, recipe, acc, protocol="v2"):
+        return {"method": method, "recipe": recipe, "labeled_frac": 0.1, "test_acc": acc, "protocol": protocol}
+
+    rows = [row("skip", "", a) for a in (0.80, 0.82, 0.84)]
+    rows += [row("fixmatch", "", 0.9), row("skip", "train.epochs=4", 0.7), row("skip", "", 0.95, "v1")]
     summary = summarize(rows)
-    assert [(s["method"], s["recipe"], s["n"]) for s in summary] == [
-        ("fixmatch", "", 1), ("skip", "", 3), ("skip", "train.epochs=4", 1)]
-    assert summary[1]["mean"] == pytest.approx(0.82) and summary[1]["std"] == pytest.approx(0.02)
+    assert [(s["method"], s["recipe"], s["protocol"], s["n"]) for s in summary] == [
+        ("fixmatch", "", "v2", 1), ("skip", "", "v1", 1), ("skip", "", "v2", 3), ("skip", "train.epochs=4", "v2", 1)]
+    assert summary[2]["mean"] == pytest.approx(0.82) and summary[2]["std"] == pytest.approx(0.02)
     assert summary[0]["std"] == 0.0
     table = markdown_table(summary).splitlines()
-    assert table[0] == "| labeled_frac | fixmatch | skip | skip (train.epochs=4) |"
-    assert table[2] == "| 0.1 | 0.9000 ± 0.0000 (1) | 0.8200 ± 0.0200 (3) | 0.7000 ± 0.0000 (1) |"
+    assert table[0] == "| labeled_frac | fixmatch | skip | skip (train.epochs=4) | skip [v1] |"
+    assert table[2] == ("| 0.1 | 0.9000 ± 0.0000 (1) | 0.8200 ± 0.0200 (3) | 0.7000 ± 0.0000 (1) | "
+                        "0.9500 ± 0.0000 (1) |")
 
 
 def test_queue_tasks_reads_each_rows_status():
@@ -192,6 +195,7 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
                and r["epochs"] == "1" for r in rows)
     # make_project's own settings and the --set, beyond the grid's axes, models and data sources
     assert {r["recipe"] for r in rows} == {"train.batch_size=32 train.device=cpu train.epochs=1"}
+    assert {r["protocol"] for r in rows} == {"v2"}  # their runs recorded the labels they used
     assert "| 0.5 | " in out and " (1) |" in out  # the table of means
     image = matplotlib.image.imread(repo / "reports" / "label_curve.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
@@ -240,3 +244,7 @@ def test_the_csv_accumulates_and_a_new_run_replaces_its_cell():
     assert [(r["method"], r["labeled_frac"], r["rev"]) for r in rows] == [
         ("fixmatch", 0.01, "ddd"), ("skip", 0.01, "ccc"), ("skip", 0.05, "bbb"), ("skip", 0.01, "eee")]
     assert rows[2]["test_acc"] == 0.86 and rows[2]["seed"] == 0
+    # a run under the new label protocol sits beside the old protocol's run of the same cell, not over it
+    both = merge(kept, [dict(new[0], protocol="v2")])
+    assert [(r["labeled_frac"], r["rev"], r["protocol"]) for r in both] == [
+        (0.01, "aaa", "v1"), (0.05, "bbb", "v1"), (0.01, "ccc", "v2")]

@@ -191,13 +191,14 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     y[valid] = 0                # ... with a real (non-sentinel) label
     train = np.setdiff1d(np.arange(n), valid)
     labeled, unlabeled = np.intersect1d(labeled_all, train), np.setdiff1d(unlabeled_all, valid)
+    valid_labeled = valid[::3]  # the validation images whose labels the run may use (the label budget)
 
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, {"models": ["cifar_tanh"]})
     prepared.save(tmp_path / "data/prepared/fashion_mnist", {"x_train": x.numpy(), "y_train": y.numpy(), "x_test": x.numpy()[:4],
                                           "y_test": y.numpy()[:4]}, tuple(str(c) for c in range(10)))
     for d, files in {"split": {"train": train, "valid": valid},
-                     "index": {"labeled": labeled, "unlabeled": unlabeled}}.items():
+                     "index": {"labeled": labeled, "unlabeled": unlabeled, "valid": valid_labeled}}.items():
         (tmp_path / "data" / d).mkdir(parents=True)
         for name, array in files.items():
             np.save(tmp_path / "data" / d / f"{name}.npy", array.astype(np.int64))
@@ -226,8 +227,12 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     assert [indices_of(train_images)[p] for p in unlabeled_pos] == unlabeled.tolist()
     assert (train_labels[unlabeled_pos] == UNLABELED).all()
     assert train_labels[labeled_pos].tolist() == y[labeled].tolist()
-    assert indices_of(valid_images) == valid.tolist() and valid_labels.tolist() == y[valid].tolist()
+    # validation sees only the labels of the budget, not the whole validation split's
+    assert indices_of(valid_images) == valid_labeled.tolist() and valid_labels.tolist() == y[valid_labeled].tolist()
     run_record = json.loads((tmp_path / "runs/cifar_tanh.json").read_text())
     assert (run_record["n_labeled"], run_record["n_unlabeled"]) == (len(labeled), len(unlabeled))
+    used = run_record["labels_used"]
+    assert (used["train"], used["valid"], used["total"], used["of"]) == (
+        len(labeled), len(valid_labeled), len(labeled) + len(valid_labeled), n)
     share = (len(unlabeled) - 1) / len(unlabeled)
     assert run_record["pseudo_labels"] == [{"epoch": 2, "acc": share, "weighted_acc": share, "covered": 1.0}]

@@ -56,6 +56,7 @@ def check_results(repo: Path, labeled_frac: float) -> None:
 
     n_train = len(np.load(repo / "data/split/train.npy"))
     n_labeled = len(np.load(repo / "data/index/labeled.npy"))
+    n_valid = len(np.load(repo / "data/index/valid.npy"))  # the validation labels the run may use
     assert 0 < n_train < N_TRAIN
     for model in MODELS:
         m = metrics(repo, model)
@@ -64,8 +65,13 @@ def check_results(repo: Path, labeled_frac: float) -> None:
         run_record = json.loads((repo / "runs" / f"{model}.json").read_text())
         assert run_record["n_labeled"] + run_record["n_unlabeled"] == n_train and run_record["n_labeled"] == n_labeled
         assert run_record["epochs_run"] == 2 and run_record["device"] == "cpu"
+        used = run_record["labels_used"]  # every label the run could read, validation included, within the budget
+        assert (used["train"], used["valid"], used["of"]) == (n_labeled, n_valid, N_TRAIN)
+        assert used["total"] <= labeled_frac * N_TRAIN + 20  # rounding and the floor of one per class: <= 1 per class and split
+        assert sum(c["train"] + c["valid"] for c in used["per_class"].values()) == used["total"]
     summary = (repo / "reports/summary.md").read_text()
     assert f"labeled_frac={labeled_frac}" in summary
+    assert f"labels used: {n_labeled + n_valid:,} of {N_TRAIN:,} " in summary
     for model in MODELS:
         [row] = re.findall(rf"^\| {model} \|.*$", summary, flags=re.M)
         assert f"| {metrics(repo, model)['test']['accuracy']:.4f} |" in row

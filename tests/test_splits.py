@@ -4,7 +4,7 @@ import pytest
 
 from fewlabels.atomic import save_npy
 from fewlabels.errors import DataError, ParamError
-from fewlabels.splits import labeled_index, split_train_valid
+from fewlabels.splits import labeled_index, labels_used, split_train_valid, valid_index
 
 CLASSES = tuple(f"class{c}" for c in range(10))
 
@@ -97,3 +97,41 @@ def test_split_refuses_a_validation_share_too_small_for_every_class():
         split_train_valid(labels, 0.01, seed=0)
     train, valid = split_train_valid(labels, 0.2, seed=0)  # 10 images: one per class
     assert sorted(labels[valid]) == list(range(10))
+
+
+# the validation labels: the label budget covers validation too -----------------------------------------
+
+@pytest.mark.parametrize("frac", [0.001, 0.01, 0.05, 0.1, 0.5, 1.0])
+def test_validation_keeps_labeled_frac_of_its_labels_per_class_at_least_one(frac):
+    labels = _labels()
+    train, valid = split_train_valid(labels, 0.5, seed=0)
+    kept = valid_index(valid, labels, frac, seed=0)
+    assert kept.dtype == np.int64 and np.all(np.diff(kept) > 0)
+    assert np.isin(kept, valid).all()  # validation images only, so disjoint from every train label
+    labeled, _ = labeled_index(train, labels, max(frac, 0.1), seed=0, classes=CLASSES)
+    assert np.intersect1d(kept, labeled).size == 0
+    for c in range(10):
+        n_c = np.sum(labels[valid] == c)
+        assert np.sum(labels[kept] == c) == max(1, round(frac * n_c)), f"class {c}"
+    if frac == 1.0:
+        np.testing.assert_array_equal(kept, valid)  # every label kept: the validation of earlier runs
+
+
+def test_validation_labels_depend_on_seed_and_leave_the_train_draw_alone(train_split):
+    labels = _labels()
+    _, valid = split_train_valid(labels, 0.5, seed=0)
+    np.testing.assert_array_equal(valid_index(valid, labels, 0.2, seed=5), valid_index(valid, labels, 0.2, seed=5))
+    assert not np.array_equal(valid_index(valid, labels, 0.2, seed=5), valid_index(valid, labels, 0.2, seed=6))
+    # the train draw is the one earlier runs made from the same seed: its own stream
+    labels, train = train_split
+    first = labeled_index(train, labels, 0.2, seed=5, classes=CLASSES)[0]
+    valid_index(valid, labels, 0.2, seed=5)
+    np.testing.assert_array_equal(first, labeled_index(train, labels, 0.2, seed=5, classes=CLASSES)[0])
+
+
+def test_labels_used_counts_train_and_validation_labels_per_class():
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, 0])
+    used = labels_used(labels, np.array([0, 2, 5, 6]), np.array([1, 9]), ["a", "b", "c"])
+    assert used == {"train": 4, "valid": 2, "total": 6, "of": 10,
+                    "per_class": {"a": {"train": 1, "valid": 2}, "b": {"train": 1, "valid": 0},
+                                  "c": {"train": 2, "valid": 0}}}

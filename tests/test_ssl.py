@@ -169,11 +169,30 @@ def test_flip_mirrors_about_half_the_batch_exactly():
     assert 60 < mirrored.sum() < 140
 
 
-def test_cutout_zeroes_one_square_per_image():
+def normalised_dots(n=64, size=12, mean=0.286, std=0.353):
+    """dot_images on a black background, normalised as a run normalises Fashion-MNIST (its mean and std)."""
+    return (dot_images(n, size) - mean) / std, ((torch.zeros(()) - mean) / std).item()  # and black, normalised
+
+
+def test_translate_pads_with_the_normalised_background_not_grey():
     torch.manual_seed(0)
-    out = augment.cutout(torch.ones(32, 1, 28, 28), size=8)
-    zeroed = (out == 0).sum((1, 2, 3))
-    assert (zeroed > 0).all() and (zeroed <= 9 * 9).all()  # odd-sized window of side size + 1, clipped at borders
+    x, black = normalised_dots()
+    out = augment.translate(x, pixels=2)
+    bright = out == out.max()
+    assert bright.sum() == 64  # each dot whole, nothing else bright
+    assert torch.equal(out[~bright], torch.full_like(out[~bright], black))  # shifted-in borders black, none 0
+
+
+def test_cutout_hides_one_square_per_image_under_the_background():
+    torch.manual_seed(0)
+    x = torch.rand(32, 2, 28, 28) + 1
+    x[:, 1] -= 3  # a second channel with another background
+    out = augment.cutout(x, size=8)
+    hidden = out != x
+    background = x.amin((2, 3), keepdim=True).expand_as(x)
+    assert torch.equal(out[hidden], background[hidden])
+    per_image = hidden.sum((2, 3))
+    assert (per_image > 0).all() and (per_image <= 9 * 9).all()  # odd-sized window of side size + 1, clipped
 
 
 def test_affine_with_no_range_is_the_identity():
