@@ -23,12 +23,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fewlabels import augment, distributed, methods, optim, registry
+from fewlabels import augment, distributed, optim, registry
 from fewlabels.data import FitInputs, InMemoryImages, PureBatchSampler, collate_pure, one_pass_batches, rank_seed
 from fewlabels.distributed import Dist
 from fewlabels.errors import ParamError
 from fewlabels.inference import Normalize, autocast, channel_stats, loss_and_accuracy, predict, resolve_device
-from fewlabels.methods.base import Run
+from fewlabels.methods.base import Method, Run
 from fewlabels.params import SSLConfig, TrainConfig
 from fewlabels.state import ROW, TrainState
 
@@ -75,14 +75,14 @@ def uses_unlabeled(ssl: SSLConfig, epoch: int) -> bool:
     return ramp(ssl, epoch) > 0
 
 
-def build_method(ssl: SSLConfig, run: Run) -> methods.base.Method:
+def build_method(ssl: SSLConfig, run: Run) -> Method:
     """The run's semi-supervised method: class Method of module fewlabels/methods/<ssl.method>.py."""
     return importlib.import_module(f"fewlabels.methods.{ssl.method}").Method(ssl, run)
 
 
 def setup(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig, dist: Dist) -> tuple[TrainState, Loop]:
     """The run's fresh state and its fixed loop, every random draw from `seed` (rank 0's weights on every rank)."""
-    conflict = methods.conflict(ssl.method, cfg.ema, ssl.ema_teacher, ssl.dist_align)
+    conflict = registry.conflict(ssl.method, cfg.ema, ssl.ema_teacher, ssl.dist_align)
     if conflict:
         raise ParamError(conflict)
     device = resolve_device(cfg.device)
@@ -104,7 +104,7 @@ def setup(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig, d
     # the step budget: as many optimizer steps an epoch at every labeled_frac (by default, one pass over the
     # train split's worth; at labeled_frac 1.0 exactly one pass over the labeled images)
     steps = cfg.epoch_steps or one_pass_batches(len(data.train_images), cfg.batch_size, dist.world_size)
-    learns = methods.METHODS[ssl.method].learns
+    learns = registry.METHODS[ssl.method].learns
     sampler = PureBatchSampler(data.labeled, data.unlabeled, cfg.batch_size, seed, device=device,
                                unlabeled_per_labeled=ssl.unlabeled_ratio if learns else None,
                                rank=dist.rank, world_size=dist.world_size, labeled_batches=steps)

@@ -23,17 +23,17 @@ from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import AliasEvent
 
-from fewlabels import methods, registry
+from fewlabels import registry
 from fewlabels.datasets import DATASETS
 from fewlabels.errors import ParamError
 
-# The choices come from the registries themselves (torch-free: fewlabels.registry, fewlabels.methods).
+# The choices come from the registry itself (torch-free and code-free: fewlabels.registry).
 Dataset = Literal[tuple(DATASETS)]
 ModelName = Literal[tuple(registry.MODELS)]
 Optimizer = Literal[tuple(registry.OPTIMIZERS)]
 Scheduler = Literal[tuple(registry.SCHEDULERS)]
 AugmentPolicy = Literal[tuple(registry.AUGMENTS)]
-SSLMethod = Literal[tuple(methods.METHODS)]
+SSLMethod = Literal[tuple(registry.METHODS)]
 StrongAugment = Literal[tuple(registry.STRONG_VIEWS)]
 
 PATTERNS = {  # regular expression -> what it asks for, in words (for error messages)
@@ -107,7 +107,7 @@ class EvaluateConfig(Section):
 class SSLConfig(Section):
     """What unlabeled batches do (params.yaml `ssl:`)."""
     method: SSLMethod = Field("skip", description=", ".join(f"{name} ({spec.meaning})"
-                                                            for name, spec in methods.METHODS.items()))
+                                                            for name, spec in registry.METHODS.items()))
     threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label "
                                                            "(flexmatch: that of its best-learnt class; freematch: "
                                                            "unused)")
@@ -177,7 +177,7 @@ class Params(Section):
             raise ValueError(f"data.sources.{self.dataset} must list at least one mirror for dataset {self.dataset}")
         if self.dist.nnodes > 1 and not self.dist.rdzv_endpoint:
             raise ValueError("dist.nnodes > 1 needs dist.rdzv_endpoint: host:port of the host that runs dvc, e.g. node0:29400")
-        conflict = methods.conflict(self.ssl.method, self.train.ema, self.ssl.ema_teacher, self.ssl.dist_align)
+        conflict = registry.conflict(self.ssl.method, self.train.ema, self.ssl.ema_teacher, self.ssl.dist_align)
         if conflict:
             raise ValueError(conflict)
         if self.evaluate.tta == "mirror" and not DATASETS[self.dataset].mirror_safe:

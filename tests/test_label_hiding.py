@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fewlabels import engine, methods, prepared
+from fewlabels import engine, prepared, registry
 from fewlabels.data import UNLABELED, FitInputs, IndexBatch, InMemoryImages, collate_pure, mask_labels
 from fewlabels.params import SSLConfig, TrainConfig
 from fewlabels.methods.base import Method
@@ -116,7 +116,7 @@ class Spy:
         monkeypatch.setattr(engine, "collate_pure", recording_collate)
         monkeypatch.setattr(engine, "build_method", recording_build)
         if method == "spy":
-            monkeypatch.setitem(methods.METHODS, "spy", methods.Spec("a stand-in that learns from unlabeled batches"))
+            monkeypatch.setitem(registry.METHODS, "spy", registry.Spec("a stand-in that learns from unlabeled batches"))
 
 
 def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy", **ssl_settings):
@@ -128,7 +128,7 @@ def fit_one_epoch(x, train_labels, labeled, unlabeled, method="spy", **ssl_setti
 
 
 @pytest.mark.parametrize("method, settings", [
-    ("spy", {}), *[(method, {}) for method in methods.METHODS],
+    ("spy", {}), *[(method, {}) for method in registry.METHODS],
     ("fixmatch", {"dist_align": True, "strong": "randaugment"}),
     ("flexmatch", {"dist_align": True, "strong": "randaugment"}),
     ("freematch", {"strong": "randaugment"}),

@@ -126,6 +126,16 @@ def test_train_evaluate_report_under_dvc(tmp_path):
     assert status == {name: [{"changed deps": {"fewlabels/augment.py": "modified"}}] for name in stale}
     augment.write_text(original)
     assert "Data and pipelines are up to date" in run(repo, "dvc", "status")
+    # At the grain users change: a method the run does not use (ssl.method is skip) is no dep of any stage;
+    # editing one model's file makes its own train and evaluate stale, no other model's and no data stage.
+    for path, edit, stale in (("fewlabels/methods/fixmatch.py", "# a comment\n", []),
+                              (f"fewlabels/models/{MODELS[0]}.py", "# a comment\n",
+                               [f"train@{MODELS[0]}", f"evaluate@{MODELS[0]}"])):
+        original = (repo / path).read_text()
+        (repo / path).write_text(original + edit)
+        status = json.loads(run(repo, "dvc", "status", "--json"))
+        assert status == {name: [{"changed deps": {path: "modified"}}] for name in stale}, (path, status)
+        (repo / path).write_text(original)
 
     # 2c. The same params give the same weights, byte for byte, on the CPU: a forced retrain leaves evaluate
     # skipped (its model dep is unchanged), reruns only the report (which shows the training seconds), and

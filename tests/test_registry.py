@@ -7,20 +7,20 @@ import pytest
 import torch
 
 from dvcrepo import REPO
-from fewlabels import methods, models, params, registry
+from fewlabels import models, params, registry
 from fewlabels.errors import ParamError
 from fewlabels.params import TrainConfig
 
 # each registry and the params.yaml key that picks from it
 REGISTRIES = {"models": registry.MODELS, "train.optimizer": registry.OPTIMIZERS,
               "train.scheduler": registry.SCHEDULERS, "train.augment": registry.AUGMENTS,
-              "ssl.strong": registry.STRONG_VIEWS, "ssl.method": methods.METHODS}
+              "ssl.strong": registry.STRONG_VIEWS, "ssl.method": registry.METHODS}
 
 
 def with_setting(key: str, name: str) -> dict:
     """The validated params.yaml with `key` set to `name` (and the weight average a method may need)."""
     raw = params.set_key(params.read(REPO / "params.yaml"), key, [name] if key == "models" else name)
-    if key == "ssl.method" and name in methods.METHODS and methods.METHODS[name].needs_average:
+    if key == "ssl.method" and name in registry.METHODS and registry.METHODS[name].needs_average:
         raw = params.set_key(raw, "train.ema", 0.99)
     return params.validate(raw).model_dump()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fewlabels import checkpoint, methods, params, resume
+from fewlabels import checkpoint, params, registry, resume
 from fewlabels.data import FitInputs, mask_labels
 from fewlabels.engine import Hooks, fit
 from fewlabels.errors import DataError
@@ -68,7 +68,7 @@ def train(tmp_path, recipe, resume=None, stop_after=None):
 
 
 def test_every_method_has_a_resume_recipe():
-    assert {ssl.get("method", "skip") for _, ssl in RECIPES.values()} == set(methods.METHODS)
+    assert {ssl.get("method", "skip") for _, ssl in RECIPES.values()} == set(registry.METHODS)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewlabels import augment, engine, methods, registry
+from fewlabels import augment, engine, registry
 from fewlabels.data import FitInputs, mask_labels
 from fewlabels.engine import fit
 from fewlabels.params import SSLConfig, TrainConfig
@@ -32,7 +32,7 @@ def weights_after_unlabeled_only(method: str, **ssl_settings) -> tuple[dict, dic
 
 @pytest.mark.parametrize("method, settings, changes", [
     # label_propagation spreads labels: with none there is nothing to spread
-    *[(name, {}, spec.learns and name != "label_propagation") for name, spec in methods.METHODS.items()],
+    *[(name, {}, spec.learns and name != "label_propagation") for name, spec in registry.METHODS.items()],
     ("mean_teacher", {"strong": "randaugment"}, True),
     ("fixmatch", {"dist_align": True, "strong": "randaugment"}, True),
     ("flexmatch", {"dist_align": True, "strong": "randaugment"}, True),

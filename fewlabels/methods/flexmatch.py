@@ -13,10 +13,10 @@ that class 1, the others 0).
 """
 import torch
 
-from fewlabels.methods import base, fixmatch
+from fewlabels.methods import base
 
 
-class Method(fixmatch.Method):
+class Method(base.ThresholdMethod):
     STATE = ("selected",)
 
     def __init__(self, ssl, run: base.Run):

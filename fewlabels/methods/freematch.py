@@ -11,10 +11,10 @@ ssl.threshold is unused.
 import torch
 import torch.nn.functional as F
 
-from fewlabels.methods import base, fixmatch
+from fewlabels.methods import base
 
 
-class Method(fixmatch.Method):
+class Method(base.ThresholdMethod):
     STATE = ("time_p", "p_model", "label_hist")
 
     def __init__(self, ssl, run: base.Run):
