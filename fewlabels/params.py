@@ -44,6 +44,11 @@ PATTERNS = {  # regular expression -> what it asks for, in words (for error mess
 MirrorURL, Endpoint, RunName = (Annotated[str, Field(pattern=pattern)] for pattern in PATTERNS)
 
 
+# The sampler holds an epoch's batches as one index tensor: 10^8 int64 indices are 0.8 GB (the default epoch
+# draws 844 x 64 x 4 = 216,064).
+MAX_EPOCH_INDICES = 10**8
+
+
 class Section(BaseModel):
     """Strict: unknown keys are errors, floats are finite, ints are ints and booleans are booleans."""
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
@@ -67,10 +72,12 @@ class SplitConfig(Section):
 class TrainConfig(Section):
     """How the train stage fits a model (params.yaml `train:`)."""
     optimizer: Optimizer = Field("adam", description=f"optimizer: {registry.OPTIMIZERS.describe()}")
-    lr: float = Field(0.001, gt=0, description="learning rate (the peak rate for onecycle)")
+    lr: float = Field(0.001, gt=0, le=10, description="learning rate (the peak rate for onecycle); at most 10, "
+                                                      "far above any rate that trains (1e-4 to 1)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum (published FixMatch)")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty coefficient; at most 1 (more shrinks the "
+                                                             "weights faster than any gradient grows them)")
     batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike); "
                                                           "larger than the labeled set: one batch of all of it")
     epochs: int = Field(10, ge=1, le=10**6, description="epochs: each ends with validation, early stopping and a resume "
@@ -80,7 +87,7 @@ class TrainConfig(Section):
                           "labeled images as they take; null: one pass over the whole train split's worth (844 for "
                           "Fashion-MNIST at batch 64), the same budget at every labeled_frac")
     scheduler: Scheduler = Field("none", description=f"learning-rate schedule: {registry.SCHEDULERS.describe()}")
-    step_milestones: list[Annotated[int, Field(ge=1)]] = Field(
+    step_milestones: list[Annotated[int, Field(ge=1, le=10**6)]] = Field(
         [5, 8], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
     patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
     select_metric: Literal["valid_acc", "valid_loss", "last"] = Field(
@@ -111,10 +118,12 @@ class SSLConfig(Section):
     threshold: float = Field(0.95, ge=0, le=1, description="confidence a prediction needs to become a pseudo-label "
                                                            "(flexmatch: that of its best-learnt class; freematch: "
                                                            "unused)")
-    weight: float = Field(1.0, ge=0, description="unlabeled loss weight relative to the labeled cross-entropy")
+    weight: float = Field(1.0, ge=0, le=100, description="unlabeled loss weight relative to the labeled cross-entropy; "
+                                                         "at most 100")
     warmup_epochs: int = Field(1, ge=0, le=10**6, description="the unlabeled weight ramps linearly from 0 over these epochs")
-    unlabeled_ratio: Annotated[float, Field(gt=0)] | None = Field(
-        3.0, description="unlabeled batches per labeled batch each epoch; null: every unlabeled image once")
+    unlabeled_ratio: Annotated[float, Field(gt=0, le=64)] | None = Field(
+        3.0, description="unlabeled batches per labeled batch each epoch, at most 64 (FixMatch uses 7); null: every "
+                         "unlabeled image once")
     strong: StrongAugment = Field(
         "affine_jitter_cutout", description="the student's view of an unlabeled batch, after train.augment: "
                                             f"{registry.STRONG_VIEWS.describe()}")
@@ -123,7 +132,8 @@ class SSLConfig(Section):
     stats_ema: float = Field(0.999, ge=0, lt=1, description="decay per unlabeled batch of the running class "
                                                            "statistics of freematch and dist_align (USB: 0.999 a "
                                                            "step)")
-    fairness_weight: float = Field(0.01, ge=0, description="freematch: weight of its self-adaptive fairness loss")
+    fairness_weight: float = Field(0.01, ge=0, le=100, description="freematch: weight of its self-adaptive fairness "
+                                                                   "loss; at most 100")
     lp_knn: int = Field(50, ge=1, le=1000, description="label_propagation: neighbours of each image in the graph")
     lp_alpha: float = Field(0.99, gt=0, lt=1, description="label_propagation: how far labels diffuse (the weight "
                                                           "of the graph against the labeled images)")
@@ -187,6 +197,10 @@ class Params(Section):
         if self.train.scheduler == "step" and late:
             raise ValueError(f"train.step_milestones {late} are not before the last of train.epochs "
                              f"({self.train.epochs}), so they would never apply: lower them or raise train.epochs")
+        drawn = (self.train.epoch_steps or 0) * self.train.batch_size * (1 + (self.ssl.unlabeled_ratio or 0))
+        if drawn > MAX_EPOCH_INDICES:
+            raise ValueError(f"train.epoch_steps x train.batch_size x (1 + ssl.unlabeled_ratio) = {drawn:.3g} images an "
+                             f"epoch, more than the {MAX_EPOCH_INDICES:.0e} whose indices fit in memory: lower them")
         if self.train.nesterov and (self.train.optimizer != "sgd" or not self.train.momentum):
             raise ValueError("train.nesterov needs train.optimizer sgd and train.momentum above 0")
         return self
@@ -194,15 +208,28 @@ class Params(Section):
 
 # Reading and checking -----------------------------------------------------------------------------
 
+# Nodes composed inside one another (about two per level of nesting): params.yaml's settings are 3 levels deep;
+# a deeper file is refused long before Python's recursion limit
+MAX_DEPTH = 32
+
+
 class _NoAliases(Composer):
     """Refuses the first alias (`*name`) before it is composed: a few hundred bytes of nested aliases expand to
-    gigabytes (a "billion laughs"), and settings never need them."""
+    gigabytes (a "billion laughs"), and settings never need them. Refuses nesting deeper than MAX_DEPTH too."""
+    depth = 0
 
     def compose_node(self, parent, index):
         if self.parser.check_event(AliasEvent):
             raise ComposerError(None, None, "YAML aliases (*name) are not accepted in params.yaml: write the value out",
                                 self.parser.peek_event().start_mark)
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise ComposerError(None, None, "nested far deeper than settings are (params.yaml's are 3 levels deep)",
+                                self.parser.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _yaml() -> YAML:
@@ -309,6 +336,17 @@ def _default(key: str):
 MAX_BYTES = 1 << 20  # params.yaml is ~3 KB: a bound on what reading a hostile one may cost
 
 
+def _directive_line(text: str) -> int | None:
+    """The line number of a YAML directive (`%YAML 1.1` would bring back YAML 1.1's `yes` and octal `010`
+    past the schema), or None. Directives come before a document's content; a `%` line later is no directive."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("%"):
+            return number
+        if line.strip() and not line.lstrip().startswith("#") and line.strip() != "---":
+            return None
+    return None
+
+
 def read(path: str | Path = "params.yaml") -> dict:
     """params.yaml as a plain mapping, unchecked: a YAML error is one line with the line number (aliases
     included, refused before anything is built)."""
@@ -320,7 +358,12 @@ def read(path: str | Path = "params.yaml") -> dict:
     if len(data) > MAX_BYTES:
         raise ParamError(f"{path}: larger than {MAX_BYTES >> 20} MiB; it holds settings only")
     try:
-        return _yaml().load(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        directive = _directive_line(text)
+        if directive:
+            raise ParamError(f"{path} line {directive}: YAML directives (%YAML, %TAG) are not accepted: params.yaml "
+                             "is read as YAML 1.2, as DVC reads it; remove the line")
+        return _yaml().load(text)
     except UnicodeDecodeError as err:
         raise ParamError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except MarkedYAMLError as err:

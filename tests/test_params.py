@@ -94,6 +94,13 @@ def test_dvc_style_exponent_floats_validate(raw, tmp_path):
     ("seed\u200b=0", "unknown key 'seed\\u200b'; did you mean seed?"),
     ("data.retries=-1", "data.retries must be greater than or equal to 0, got -1"),
     ("ssl.unlabeled_ratio=0", "ssl.unlabeled_ratio must be greater than 0, got 0"),
+    # numbers that size memory or time are bounded: a value no run can take is refused here, not mid-run
+    ("train.lr=1e308", "train.lr must be less than or equal to 10, got 1e+308"),
+    ("ssl.unlabeled_ratio=1e300", "ssl.unlabeled_ratio must be less than or equal to 64, got 1e+300"),
+    ("train.weight_decay=1e10", "train.weight_decay must be less than or equal to 1, got 10000000000.0"),
+    ("ssl.weight=1e9", "ssl.weight must be less than or equal to 100, got 1000000000.0"),
+    (("train.epoch_steps=1000000", "train.batch_size=1024"), "train.epoch_steps x train.batch_size x "
+                                                             "(1 + ssl.unlabeled_ratio) = 4.1e+09 images an epoch"),
     # choices
     ("dataset=imagenet", "dataset must be 'fashion_mnist', 'mnist' or 'cifar10', got 'imagenet'"),
     ("train.optimizer=rmsprop", "train.optimizer must be 'adam' or 'sgd', got 'rmsprop'"),
@@ -188,6 +195,21 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     assert result.returncode == 1
     assert result.stderr == (f"error: {tmp_path / 'params.yaml'} line 2: YAML aliases (*name) are not accepted in "
                              "params.yaml: write the value out\n")
+
+
+@pytest.mark.parametrize("text, message", [
+    # YAML 1.1 would read `yes` as true and `010` as 8, past the strict schema
+    ("%YAML 1.1\n---\n" + "seed: 010\n", "line 1: YAML directives (%YAML, %TAG) are not accepted"),
+    ("# settings\n%TAG ! tag:example.com,2000:\n---\nseed: 0\n", "line 2: YAML directives (%YAML, %TAG)"),
+    ("seed: " + "[" * 330 + "]" * 330 + "\n", "line 1: nested far deeper than settings are"),
+    ("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)), "line 16: nested far deeper than settings are"),
+])
+def test_directives_and_deep_nesting_are_one_line_before_anything_is_built(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    result = _check(tmp_path / "params.yaml")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'params.yaml'} {message}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_a_huge_params_file_is_refused_unread(tmp_path):
