@@ -10,13 +10,16 @@ params.yaml is read as YAML 1.2 with ruamel.yaml, as DVC reads it, so what `dvc 
 import argparse
 import difflib
 import io
+import ipaddress
 import re
 import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer, ComposerError
@@ -41,7 +44,45 @@ PATTERNS = {  # regular expression -> what it asks for, in words (for error mess
     r"^$|^[\w.-]+:\d+$": "host:port (or empty for one host)",
     r"^[\w.-]+$": "letters, digits, '.', '_' or '-'",
 }
-MirrorURL, Endpoint, RunName = (Annotated[str, Field(pattern=pattern)] for pattern in PATTERNS)
+Endpoint, RunName = (Annotated[str, Field(pattern=pattern)] for pattern in list(PATTERNS)[1:])
+HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # RFC 1123: 1 to 63, no '-' at the ends
+
+
+def mirror_problem(url: str) -> str | None:
+    """What makes `url` (already of PATTERNS' first form) no mirror base URL, in a few words; None if it is one.
+    The download appends file names to it, so it has no ?query or #fragment (`file:///etc/passwd#` would
+    open /etc/passwd); a file:// URL names a local directory; an http(s):// one a host name or IP address."""
+    if not (url.isascii() and url.isprintable()):
+        return "only printable ASCII (percent-encode the rest)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port out of range
+    except ValueError as err:  # an unclosed [IPv6 address, a bad port
+        return str(err)
+    if "?" in url or "#" in url:
+        return "no ?query or #fragment: file names are appended to a mirror's URL"
+    if parts.scheme == "file":
+        return None if parts.netloc in ("", "localhost") else "a file:// URL names a local directory: file:///path"
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if not host or not all(HOST_LABEL.fullmatch(label) for label in host.split(".")):
+        return f"{host!r} is no host name (labels of 1 to 63 letters, digits or '-', joined by single dots)"
+    return None
+
+
+def _mirror(url: str) -> str:
+    problem = mirror_problem(url)
+    if problem:
+        raise PydanticCustomError("mirror_url", "must be an https://, http:// or file:// URL: {problem}",
+                                  {"problem": problem})
+    return url
+
+
+MirrorURL = Annotated[str, Field(pattern=list(PATTERNS)[0]), AfterValidator(_mirror)]
 
 
 # The sampler holds an epoch's batches as one index tensor: 10^8 int64 indices are 0.8 GB (the default epoch
@@ -63,6 +104,8 @@ class DataConfig(Section):
                     "files come from, not which are kept")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="seconds a network read may wait")
     retries: int = Field(2, ge=0, le=100, description="extra attempts per mirror after a network error")
+    deadline_s: float = Field(1800.0, gt=0, le=86400, description="seconds one file may take from one mirror, "
+                                                                  "however slowly it trickles; then the next")
 
 
 class SplitConfig(Section):
@@ -294,7 +337,8 @@ def _describe(err: dict) -> str:
     if kind == "string_pattern_mismatch":
         wanted = PATTERNS[err["ctx"]["pattern"]]
     rule = f"must be {wanted}" if wanted else re.sub(r"^\w+ should", "must", err["msg"])
-    return f"{key or 'the top level'} {rule}, got {value!r}"
+    shown = repr(value)  # escaped; and bounded, so a megabyte of value is no megabyte of error
+    return f"{key or 'the top level'} {rule}, got {shown if len(shown) <= 200 else shown[:197] + '...'}"
 
 
 def _missing(raw: dict, model: type[BaseModel] = Params, prefix: str = "") -> list[str]:

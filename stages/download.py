@@ -13,7 +13,8 @@ def main() -> None:
     spec, paths = DATASETS[p.dataset], layout(p.dataset)
     files = {f.name: f.digest for f in spec.files.values()}
     with atomic_path(paths.raw, directory=True) as tmp:
-        fetch_all(files, spec.max_file_bytes, p.data.sources[p.dataset], tmp, p.data.timeout_s, p.data.retries)
+        fetch_all(files, spec.max_file_bytes, p.data.sources[p.dataset], tmp, p.data.timeout_s, p.data.retries,
+                  p.data.deadline_s)
 
 
 if __name__ == "__main__":

@@ -382,3 +382,26 @@ def serve_zeros(size: int, announce: bool, sent: list):
     server.daemon_threads = True
     with _background(server):
         yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@contextmanager
+def serve_trickle(interval: float = 0.05):
+    """A mirror that never finishes: an HTTP header without a length, then one byte every `interval` s until
+    the client hangs up (each read well within any timeout)."""
+    from socketserver import BaseRequestHandler, ThreadingTCPServer
+
+    class Handler(BaseRequestHandler):
+        def handle(self):
+            self.request.recv(65536)
+            try:
+                self.request.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+                while True:
+                    self.request.sendall(b"x")
+                    time.sleep(interval)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                pass
+
+    server = ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    with _background(server):
+        yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -93,13 +93,16 @@ def broken_mirror(request, tmp_path):
             "not-http": b"SSH-2.0-OpenSSH_9.2\r\n",  # something else listens on that port
             "cut-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\nabc",
             "hangs-up": b"",
+            "bad-length": b"HTTP/1.0 200 OK\r\nContent-Length: abc\r\n\r\nabc",
+            "ftp-redirect": b"HTTP/1.0 302 Found\r\nLocation: ftp://127.0.0.1/x.gz\r\n\r\n",
         }
         with fakes.serve_raw(responses[kind]) as url:
             yield url
 
 
 @pytest.mark.parametrize("broken_mirror", ["dead", "missing", "always-503", "missing-file-url",
-                                           "not-http", "cut-chunked", "hangs-up"], indirect=True)
+                                           "not-http", "cut-chunked", "hangs-up", "bad-length", "ftp-redirect"],
+                         indirect=True)
 def test_broken_mirror_is_skipped(tmp_path, good, broken_mirror):
     good_dir, genuine, digest = good
     dest = tmp_path / "out" / NAME
@@ -258,3 +261,38 @@ def test_fetch_refuses_a_file_url_larger_than_the_ceiling(tmp_path, good):
         fetch(NAME, [good_dir.as_uri()], digest, tmp_path / NAME, len(genuine) - 1, timeout_s=2, retries=0)
     assert not (tmp_path / NAME).exists()
     assert fetch(NAME, [good_dir.as_uri()], digest, tmp_path / NAME, len(genuine), timeout_s=2, retries=0)
+
+
+@pytest.mark.parametrize("response, said", [
+    (b"HTTP/1.0 200 OK\r\nContent-Length: abc\r\n\r\nabc", "Content-Length 'abc' is not a number; not downloaded"),
+    (b"HTTP/1.0 302 Found\r\nLocation: ftp://127.0.0.1/x.gz\r\n\r\n",
+     "redirected to a ftp:// URL; only http(s) is followed"),
+    # a reply that is not HTTP: its bytes reach the terminal escaped (no terminal control) and cut short
+    (b"\x1b]0;owned\x07\x1b[2J" + b"A" * 5000 + b"\r\n", "\\x1b]0;owned\\x07\\x1b[2J"),
+])
+def test_a_malformed_answer_is_one_escaped_bounded_line_and_the_next_mirror_is_tried(tmp_path, good, response, said,
+                                                                                   capsys):
+    good_dir, genuine, digest = good
+    with fakes.serve_raw(response) as bad_url, fakes.serve(good_dir) as good_url:
+        assert fetch(NAME, [bad_url, good_url], digest, tmp_path / NAME, **FAST) == f"{good_url}/{NAME}"
+    [warning, *_] = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"warning: {bad_url}/{NAME}: ") and said in warning, warning
+    assert "\x1b" not in warning and len(warning) < 500
+
+
+def test_a_mirror_that_trickles_is_given_up_at_the_deadline(tmp_path, good):
+    good_dir, genuine, digest = good
+    with fakes.serve_trickle() as slow_url:
+        with pytest.raises(DownloadError, match=r"not done after data.deadline_s = 0.3 s \(\d+ bytes\)"):
+            fetch(NAME, [slow_url], digest, tmp_path / NAME, CAP, timeout_s=2, retries=0, deadline_s=0.3)
+        with fakes.serve(good_dir) as good_url:
+            fetch(NAME, [slow_url, good_url], digest, tmp_path / NAME, CAP, timeout_s=2, retries=0, deadline_s=0.3)
+    assert (tmp_path / NAME).read_bytes() == genuine
+
+
+def test_a_file_mirror_is_the_directory_it_names(tmp_path):
+    # whatever follows the path, the file is looked for inside that directory: never /etc/passwd itself
+    assert download.mirror_url("file:///etc/passwd#", NAME) == f"file:///etc/passwd/{NAME}"
+    assert download.mirror_url("file:///srv/mirror/?x", NAME) == f"file:///srv/mirror/{NAME}"
+    assert download.mirror_url("file:///srv/a%20b", NAME) == f"file:///srv/a%20b/{NAME}"
+    assert download.mirror_url("http://h/x/", NAME) == f"http://h/x/{NAME}"

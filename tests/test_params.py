@@ -109,6 +109,19 @@ def test_dvc_style_exponent_floats_validate(raw, tmp_path):
     ("models=[]", "models must have at least 1 item after validation, not 0"),
     ("data.sources.fashion_mnist=[ftp://x]", "data.sources.fashion_mnist[0] must be an https://, http:// or file:// URL"),
     ("data.sources.fashion_mnist=[]", "data.sources.fashion_mnist must list at least one mirror"),
+    # schema-valid in form, malformed in fact: refused at the check in one line, not a traceback mid-download
+    ("data.sources.mnist=[http://a..b/]", "data.sources.mnist[0] must be an https://, http:// or file:// URL: "
+                                         "'a..b' is no host name"),
+    ("data.sources.mnist=['http://[::1/x']", "data.sources.mnist[0] must be an https://, http:// or file:// URL: "
+                                            "Invalid IPv6 URL"),
+    ("data.sources.mnist=[http://x/\u00e9]", "data.sources.mnist[0] must be an https://, http:// or file:// URL: "
+                                            "only printable ASCII"),
+    (f"data.sources.mnist=[http://{'a' * 64}.org/]", "data.sources.mnist[0] must be an https://, http:// or "
+                                                     f"file:// URL: '{'a' * 64}.org' is no host name"),
+    ('data.sources.mnist=["http://x/\\0"]', "data.sources.mnist[0] must be an https://, http:// or file:// URL: "
+                                           "only printable ASCII"),
+    ("data.sources.mnist=['file:///etc/passwd#']", "data.sources.mnist[0] must be an https://, http:// or file:// "
+                                                  "URL: no ?query or #fragment"),
     ("ssl.method=mean_teacher", "ssl.method mean_teacher needs a teacher: set train.ema"),
     ("ssl.dist_align=true", "ssl.dist_align works with ssl.method fixmatch or flexmatch, not skip: "
                             "set ssl.dist_align to false"),
