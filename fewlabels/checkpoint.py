@@ -65,6 +65,9 @@ def load(path: Path, what: str, fix: str, keys=frozenset(), map_location=None, *
     `fix` if it is not."""
     if not Path(path).is_file():
         raise DataError(f"{path} is missing: {fix}")
+    size = Path(path).stat().st_size  # before zipfile reads its directory: a million members cost a gigabyte
+    if size > max_bytes:
+        raise DataError(f"{path} is not {what} ({size:,} bytes, more than the {max_bytes:,} it can need); {fix}")
     if not zipfile.is_zipfile(path):  # save() always writes torch's zip format; anything else is not ours
         raise DataError(f"{path} is not {what} (not a torch zip archive); {fix}")
     refused = _check_archive(path, max_bytes)
@@ -128,6 +131,22 @@ def check_history(history, row: dict, epochs: int, where: str) -> None:
         check_like(got, {key: kind() for key, kind in row.items()}, f"{where}[{i}]")
 
 
+MAX_WEIGHT = 1e6  # no trained weight or batch-norm statistic comes near this; a file's beyond it is not a result
+
+
+def check_values(state: dict, where: str) -> None:
+    """Mismatch unless every floating tensor of a state_dict is finite and within +-MAX_WEIGHT, and every
+    batch-norm running variance is at least 0: what training can leave, so metrics never come from NaN
+    weights or a variance below zero."""
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        if not bool(torch.isfinite(tensor).all()) or tensor.numel() and float(tensor.abs().max()) > MAX_WEIGHT:
+            raise Mismatch(f"{where}.{name} holds values that are not finite or beyond {MAX_WEIGHT:g}")
+        if name.endswith("running_var") and tensor.numel() and float(tensor.min()) < 0:
+            raise Mismatch(f"{where}.{name} holds a negative variance")
+
+
 def model_bytes(state: dict) -> int:
     """The most bytes a genuine model file takes: its weights (`state`, a freshly built model's state_dict)
     with room to spare for the history and the archive's headers."""
@@ -147,12 +166,21 @@ def load_model(path: Path, model: str, expected: dict, state: dict) -> dict:
     record = load(path, "a checkpoint written by the train stage", fix, max_bytes=model_bytes(state))
     try:
         check_keys(record, MODEL_KEYS, "it")
+        # types and lengths first, so a message never turns a crafted structure into text (a list that holds
+        # itself 40 levels deep prints as 2**40 items)
+        check_like(record["model"], model, "model")
         if record["model"] != model:
-            raise Mismatch(f"it holds model {str(record['model'])[:40]!r}, not {model!r}")
+            raise Mismatch(f"it holds model {record['model'][:40]!r}, not {model!r}")
         for key, value in expected.items():
-            if record[key] != value or type(record[key]) is not type(value):
+            if type(record[key]) is not type(value) or (isinstance(value, list) and len(record[key]) != len(value)):
+                raise Mismatch(f"its {key} is {_describe(record[key])}"
+                               f"{f' of {len(record[key]):,}' if isinstance(record[key], list) else ''}, unlike the "
+                               f"data's {str(value)[:60]}")
+            check_like(record[key], value, key)
+            if record[key] != value:
                 raise Mismatch(f"its {key} {str(record[key])[:60]} differ from the data's {str(value)[:60]}")
         check_like(record["state_dict"], state, "state_dict")
+        check_values(record["state_dict"], "state_dict")
         for key in ("mean", "std"):
             values = record[key]
             check_like(values, [0.0] * expected["channels"], key)

@@ -75,6 +75,8 @@ class TrainState:
         if len(counters["history"]) != epoch:
             raise checkpoint.Mismatch(f"counters.history has {len(counters['history'])} rows for {epoch} epochs")
         checkpoint.check_like(saved["best_state"], self.scored.state_dict(), "best_state")
+        checkpoint.check_values(saved["model"], "model")
+        checkpoint.check_values(saved["best_state"], "best_state")
         checkpoint.check_like(saved["rng"], [_rng(device)] * world_size, "rng")
 
     def load_state_dict(self, state: dict, rank: int) -> None:

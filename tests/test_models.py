@@ -69,3 +69,18 @@ def test_building_leaves_batch_norm_statistics_untouched(name):
             assert module.num_batches_tracked.item() == 0
             assert torch.equal(module.running_mean, torch.zeros_like(module.running_mean))
             assert torch.equal(module.running_var, torch.ones_like(module.running_var))
+
+
+def test_weights_are_checked_for_values_training_can_leave():
+    """What evaluate and resume refuse in a file read back: non-finite or huge weights, a negative variance."""
+    from fewlabels.checkpoint import Mismatch, check_values
+
+    state = build_model("bn_cnn", 1, 28, 10).state_dict()
+    check_values(state, "state_dict")  # a fresh model passes
+    for name, value, message in [("features.0.weight", float("nan"), "holds values that are not finite or beyond 1e.06"),
+                                 ("classifier.1.bias", 1e38, "holds values that are not finite or beyond 1e.06"),
+                                 ("features.1.running_var", -1.0, "holds a negative variance")]:
+        bad = {k: v.clone() for k, v in state.items()}
+        bad[name].view(-1)[0] = value
+        with pytest.raises(Mismatch, match=f"^state_dict.{name} {message}"):
+            check_values(bad, "state_dict")

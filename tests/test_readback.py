@@ -60,6 +60,29 @@ def _set(key, value):
     return change
 
 
+def _dag(depth: int) -> list:
+    node = []
+    for _ in range(depth):
+        node = [node, node]  # pickle writes each list once and refers back to it: a file of a few KB
+    return node
+
+
+def _weights(value: float):
+    def change(record):
+        first = next(iter(record["state_dict"]))
+        record["state_dict"][first].view(-1)[0] = value
+        return record
+    return change
+
+
+def many_members(path: Path, n: int = 300_000) -> None:
+    """A stored zip of `n` empty members: torch never writes one, and listing them costs memory (the 88 MB of a
+    million cost 1.2 GB): refused by its size on disk before the zip is opened."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for i in range(n):
+            archive.writestr(f"m/{i}", b"")
+
+
 def _other_architecture(record):
     record["state_dict"] = build_model("cnn", 1, 28, 10).state_dict()
     return record
@@ -76,7 +99,14 @@ MODEL_CASES = {
     "2**31 channels": (_set("channels", 2**31), "its channels 2147483648 differ from the data's 1"),
     "mean a string": (_set("mean", "abc"), "mean is str, not list"),
     "size 0": (_set("size", 0), "its size 0 differ from the data's 28"),
-    "30,000 classes": (_set("classes", [str(i) for i in range(30000)]), "its classes ['0', '1', '2'"),
+    "30,000 classes": (_set("classes", [str(i) for i in range(30000)]), "its classes is list of 30,000, unlike"),
+    # a list that holds itself 40 levels deep: 2**40 items once turned into text, a few bytes in the file
+    "self-referencing model name": (_set("model", _dag(40)), "model is list, not str"),
+    "self-referencing classes": (_set("classes", _dag(40)), "its classes is list of 2, unlike the data's"),
+    "a NaN weight": (_weights(float("nan")), "holds values that are not finite or beyond 1e+06"),
+    "an infinite weight": (_weights(float("-inf")), "holds values that are not finite or beyond 1e+06"),
+    "a weight of 1e38": (_weights(1e38), "holds values that are not finite or beyond 1e+06"),
+    "a million members": (None, "bytes, more than the "),
     "std 0": (_set("std", [0.0]), "std [0.0] are not finite positive numbers"),
     "history beyond its epochs": (_set("epochs_run", 1), "history is list of 3 rows, not at most 1 rows"),
     "a big tensor": (_big_tensor, "bytes, more than the "),
@@ -90,7 +120,9 @@ def test_evaluate_refuses_a_model_file_that_does_not_fit(trained, genuine_peak, 
     work = tmp_path / "work"
     shutil.copytree(trained, work)
     path = work / "models" / f"{MODEL}.pt"
-    if change is None:
+    if case == "a million members":
+        many_members(path)
+    elif change is None:
         deflated(path)
     else:
         resave(path, change)
@@ -137,6 +169,9 @@ RESUME_CASES = {
     "weights of another shape": (lambda state: {**state, "model": build_model("cnn", 1, 28, 10).state_dict()},
                                  "(model: unexpected key "),
     "compressed": (None, "(it holds a compressed member, which torch.save never writes)"),
+    "NaN weights": (lambda state: {**state, "model": {k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+                                                      for k, v in state["model"].items()}},
+                    "(model."),
 }
 
 
