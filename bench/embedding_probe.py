@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from bench.common import REPO
 from fewlabels import augment, prepared, splits
+from fewlabels.datasets import DATASETS
 from fewlabels.inference import Normalize, channel_stats, predict
 from fewlabels.methods.label_propagation import embed, last_linear, propagate, pseudo_labels
 from fewlabels.metrics import pseudo_label_scores
@@ -83,8 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    d = prepared.load(REPO / "data" / "prepared" / "fashion_mnist", "x_train", "y_train", "x_test", "y_test",
-                      "classes")
+    d = prepared.load(REPO / "data" / "prepared" / "fashion_mnist", DATASETS["fashion_mnist"], "x_train", "y_train",
+                      "x_test", "y_test", "classes")
     x, y = torch.from_numpy(d["x_train"]), d["y_train"]
     train, _ = splits.split_train_valid(y, 0.1, args.seed)
     labeled, _ = splits.labeled_index(train, y, 0.01, args.seed, d["classes"])

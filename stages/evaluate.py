@@ -16,6 +16,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from fewlabels import checkpoint, prepared
 from fewlabels.atomic import atomic_path, write_json
+from fewlabels.datasets import DATASETS
 from fewlabels.inference import predict_trained, resolve_device
 from fewlabels.metrics import classification_metrics, scores
 from fewlabels.models import build_model
@@ -45,8 +46,9 @@ def main() -> None:
     p = load_params()
     name = stage_model(args.model, p)
     paths = layout(p.dataset, name)
-    d = prepared.load(paths.prepared, *prepared.ARRAYS, "classes")
-    valid = np.load(paths.index / "valid.npy")  # the validation labels the run had, no others
+    d = prepared.load(paths.prepared, DATASETS[p.dataset], *prepared.ARRAYS, "classes")
+    # the validation labels the run had, no others
+    valid = prepared.load_indices(paths.index / "valid.npy", len(d["y_train"]), "run `dvc repro -f index`")
     splits = {"test": (d["x_test"], d["y_test"]), "valid": (d["x_train"][valid], d["y_train"][valid])}
     # the model the train stage built for this data: what the model file must fit, shapes and all
     expected = {"channels": d["x_train"].shape[1], "size": d["x_train"].shape[2], "classes": d["classes"]}

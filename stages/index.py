@@ -2,10 +2,9 @@
 validation images keep theirs (valid.npy): labeled_frac of each split's labels (fewlabels.splits)."""
 import argparse
 
-import numpy as np
-
 from fewlabels import prepared
 from fewlabels.atomic import save_npy
+from fewlabels.datasets import DATASETS
 from fewlabels.splits import labeled_index, labels_used, valid_index
 from stages._common import layout, load_params, run
 
@@ -14,8 +13,9 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     p = load_params()
     paths = layout(p.dataset)
-    d = prepared.load(paths.prepared, "y_train", "classes")
-    train, valid = np.load(paths.split / "train.npy"), np.load(paths.split / "valid.npy")
+    d = prepared.load(paths.prepared, DATASETS[p.dataset], "y_train", "classes")
+    train, valid = (prepared.load_indices(paths.split / f"{name}.npy", len(d["y_train"]), "run `dvc repro -f split`")
+                    for name in ("train", "valid"))
     labeled, unlabeled = labeled_index(train, d["y_train"], p.labeled_frac, p.seed, d["classes"])
     valid_labeled = valid_index(valid, d["y_train"], p.labeled_frac, p.seed)
     save_npy(paths.index / "labeled.npy", labeled)

@@ -3,6 +3,7 @@ import argparse
 
 from fewlabels import prepared
 from fewlabels.atomic import save_npy
+from fewlabels.datasets import DATASETS
 from fewlabels.splits import split_train_valid
 from stages._common import layout, load_params, run
 
@@ -11,7 +12,7 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     p = load_params()
     paths = layout(p.dataset)
-    labels = prepared.load(paths.prepared, "y_train")["y_train"]
+    labels = prepared.load(paths.prepared, DATASETS[p.dataset], "y_train")["y_train"]
     train, valid = split_train_valid(labels, p.split.valid_frac, p.seed)
     save_npy(paths.split / "train.npy", train)
     save_npy(paths.split / "valid.npy", valid)

@@ -17,13 +17,13 @@ and data: the host that runs dvc is node 0 and holds rank 0.
 import argparse
 import os
 
-import numpy as np
 import torch
 from dvclive import Live
 
 from fewlabels import checkpoint, distributed, prepared, resume
 from fewlabels.atomic import write_json
 from fewlabels.data import fit_inputs
+from fewlabels.datasets import DATASETS
 from fewlabels.distributed import Dist
 from fewlabels.engine import Hooks, fit
 from fewlabels.inference import resolve_device
@@ -65,11 +65,15 @@ def main() -> None:
         distributed.die_with_launcher()
     dist = Dist.from_env()
     torch.set_num_threads(distributed.cpu_threads(p.dist.nproc_per_node))
-    d = prepared.load(paths.prepared, "x_train", "y_train", "classes")
+    d = prepared.load(paths.prepared, DATASETS[p.dataset], "x_train", "y_train", "classes")
     x, y, classes = d["x_train"], d["y_train"], d["classes"]
+
+    def indices(path, stage):
+        return prepared.load_indices(path, len(y), f"run `dvc repro -f {stage}`")
+
     # validation: only the images whose labels the run may use (the label budget: fewlabels.splits)
-    train_idx, valid_idx = np.load(paths.split / "train.npy"), np.load(paths.index / "valid.npy")
-    labeled, unlabeled = np.load(paths.index / "labeled.npy"), np.load(paths.index / "unlabeled.npy")
+    train_idx, valid_idx = indices(paths.split / "train.npy", "split"), indices(paths.index / "valid.npy", "index")
+    labeled, unlabeled = indices(paths.index / "labeled.npy", "index"), indices(paths.index / "unlabeled.npy", "index")
     used = labels_used(y, labeled, valid_idx, classes)
     channels, size = x.shape[1], x.shape[2]
     torch.manual_seed(p.seed)

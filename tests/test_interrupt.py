@@ -19,6 +19,7 @@ import torch
 import fakes
 from dvcrepo import REPO, child_env, commit, copy_pipeline, init, run, write_params
 from fewlabels import prepared
+from fewlabels.datasets import DATASETS
 from fewlabels.splits import labeled_index, split_train_valid, valid_index
 
 MODEL = "lenet"
@@ -32,7 +33,7 @@ def stage_inputs(directory: Path, n: int = 3000) -> Path:
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8), "y_train": np.arange(n) % 10,
               "x_test": rng.integers(0, 256, (50, 1, 28, 28), dtype=np.uint8), "y_test": np.arange(50) % 10}
-    prepared.save(directory / "data/prepared/fashion_mnist", arrays, tuple(map(str, range(10))))
+    prepared.save(directory / "data/prepared/fashion_mnist", arrays, DATASETS["fashion_mnist"].classes)
     train, valid = split_train_valid(arrays["y_train"], 0.1, 0)
     labeled, unlabeled = labeled_index(train, arrays["y_train"], 0.5, 0, [str(c) for c in range(10)])
     index = {"labeled": labeled, "unlabeled": unlabeled, "valid": valid_index(valid, arrays["y_train"], 0.5, 0)}

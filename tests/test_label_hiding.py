@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fewlabels import engine, prepared, registry
+from fewlabels.datasets import DATASETS
 from fewlabels.data import UNLABELED, FitInputs, IndexBatch, InMemoryImages, collate_pure, mask_labels
 from fewlabels.params import SSLConfig, TrainConfig
 from fewlabels.methods.base import Method
@@ -196,7 +197,7 @@ def test_train_stage_masks_labels_before_fit(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, {"models": ["cifar_tanh"]})
     prepared.save(tmp_path / "data/prepared/fashion_mnist", {"x_train": x.numpy(), "y_train": y.numpy(), "x_test": x.numpy()[:4],
-                                          "y_test": y.numpy()[:4]}, tuple(str(c) for c in range(10)))
+                                          "y_test": y.numpy()[:4]}, DATASETS["fashion_mnist"].classes)
     for d, files in {"split": {"train": train, "valid": valid},
                      "index": {"labeled": labeled, "unlabeled": unlabeled, "valid": valid_labeled}}.items():
         (tmp_path / "data" / d).mkdir(parents=True)

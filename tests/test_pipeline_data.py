@@ -39,7 +39,7 @@ def _point_params_at(repo: Path, url: str) -> None:
 
 def _check_outputs(repo: Path, arrays: dict, labeled_frac: float) -> None:
     """Every data output holds what it should, given the fake data the mirror served."""
-    d = prepared.load(repo / "data/prepared/fashion_mnist", *prepared.ARRAYS, "classes")
+    d = prepared.load(repo / "data/prepared/fashion_mnist", DATASETS["fashion_mnist"], *prepared.ARRAYS, "classes")
     np.testing.assert_array_equal(d["x_train"][:, 0], arrays["x_train"])
     np.testing.assert_array_equal(d["y_test"], arrays["y_test"])
     assert tuple(d["classes"]) == DATASETS["fashion_mnist"].classes
