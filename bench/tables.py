@@ -49,8 +49,13 @@ def method_order(method: str) -> tuple:
 
 def recipe_runs(path: Path) -> list[dict]:
     """bench/recipe.py's JSON lines, each with its ssl.method (skip, params.yaml's, unless overridden)."""
-    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs = json_lines(path)
     return [dict(r, method=dict(o.split("=", 1) for o in r["overrides"]).get("ssl.method", "skip")) for r in runs]
+
+
+def json_lines(path: Path) -> list[dict]:
+    """A results file of JSON lines, one run each."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def curve_runs(path: Path) -> list[dict]:
@@ -147,6 +152,19 @@ def step_cost(result: dict) -> str:
                   f"{TEACHER}: ms per {result['batch']} images at batch {result['batch']} / {TEACHER_BATCH}"], rows)
 
 
+def selection(runs: list[dict]) -> str:
+    """One row per run of bench/selection.py: the recipe, and the held-out validation accuracy (and, for the
+    record, the test accuracy) of the checkpoint each rule keeps."""
+    rows = []
+    for r in sorted(runs, key=lambda r: (" ".join(r["set"]), r["labeled_frac"], r["seed"])):
+        best, last = r["valid_acc_rule"], r["last_rule"]
+        rows.append([" ".join(f"`{s}`" for s in r["set"]) or "params.yaml's", labels(r["labeled_frac"], "v2"),
+                     r["seed"], f"{best['held_out']:.4f} (epoch {best['epoch']})", f"{last['held_out']:.4f}",
+                     f"{100 * (last['held_out'] - best['held_out']):+.2f}", f"{best['test']:.4f} / {last['test']:.4f}"])
+    return table(["recipe", "labeled_frac (labels)", "seed", "valid_acc rule: held-out acc", "last: held-out acc",
+                  "last − valid_acc (points)", "test acc (record only)"], rows)
+
+
 def tables() -> dict[str, str]:
     """Every table by its marker name, rendered from the files as they are now."""
     grid = recipe_runs(RESULTS / "ssl_grid_h100.jsonl")
@@ -162,6 +180,7 @@ def tables() -> dict[str, str]:
         "label_curve": label_curve(curve_runs(REPO / "reports" / "label_curve.csv")),
         "label_curve_means": markdown_table(summarize(curve_runs(REPO / "reports" / "label_curve.csv"))),
         "label_curve_per_pass": method_grid(per_pass, seconds=True),
+        "selection": selection(json_lines(RESULTS / "selection.jsonl")),
     }
 
 

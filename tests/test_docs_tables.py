@@ -102,3 +102,17 @@ def test_a_marker_naming_no_table_is_an_error(doc, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench.tables", "--check"])
     with pytest.raises(SystemExit, match="no table is named typo"):
         tables.main()
+
+
+def test_selection_puts_both_rules_side_by_side_on_held_out_labels():
+    def rule(epoch, held_out, test):
+        return {"epoch": epoch, "held_out": held_out, "test": test}
+
+    runs = [{"labeled_frac": 0.01, "seed": 1, "set": ["train.scheduler=onecycle"],
+             "valid_acc_rule": rule(7, 0.82037, 0.8233), "last_rule": rule(10, 0.83121, 0.8276)},
+            {"labeled_frac": 0.01, "seed": 0, "set": [], "valid_acc_rule": rule(10, 0.8296, 0.8197),
+             "last_rule": rule(10, 0.8296, 0.8197)}]
+    assert tables.selection(runs).splitlines()[2:] == [
+        "| params.yaml's | 0.01 (600) | 0 | 0.8296 (epoch 10) | 0.8296 | +0.00 | 0.8197 / 0.8197 |",
+        "| `train.scheduler=onecycle` | 0.01 (600) | 1 | 0.8204 (epoch 7) | 0.8312 | +1.08 | 0.8233 / 0.8276 |",
+    ]
