@@ -16,18 +16,19 @@ and data: the host that runs dvc is node 0 and holds rank 0.
 """
 import argparse
 import os
+import sqlite3
 
 import torch
 from dvclive import Live
 
 from fewlabels import checkpoint, distributed, prepared, resume
-from fewlabels.atomic import write_json
+from fewlabels.atomic import FULL, write_json
 from fewlabels.data import fit_inputs
 from fewlabels.datasets import DATASETS
 from fewlabels.distributed import Dist
 from fewlabels.engine import Hooks, fit
 from fewlabels.inference import resolve_device
-from fewlabels.errors import ParamError
+from fewlabels.errors import ParamError, UserError
 from fewlabels.metrics import pseudo_label_scores
 from fewlabels.models import build_model, count_parameters
 from fewlabels.splits import labels_used
@@ -118,6 +119,13 @@ def main() -> None:
                          hooks=Hooks(log_epoch, store.save, saved, score_pseudo_labels))
     except checkpoint.Mismatch as err:  # the resume state is not this run's (fit checks it before using it)
         raise store.refuse(err) from None
+    except OSError as err:  # DVCLive writes its curves itself, not through fewlabels.atomic
+        if err.errno not in FULL:
+            raise
+        raise UserError(f"{FULL[err.errno]} while DVCLive wrote {paths.live}: free some space and rerun") from None
+    except sqlite3.OperationalError as err:  # DVC's records, which DVCLive opens in a DVC repository
+        raise UserError(f"DVCLive could not write its records ({err}) for {paths.live}: free some space and "
+                        "rerun") from None
     except KeyboardInterrupt:
         if store.saved_epoch is None:
             raise

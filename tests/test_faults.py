@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fakes
-from dvcrepo import REPO, copy_pipeline, write_params
+from dvcrepo import REPO, commit, copy_pipeline, init, write_params
 from test_interrupt import MODEL, stage_inputs, train_stage
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,24 @@ def test_a_full_disk_during_unpack_is_one_line_and_the_rerun_works(tmp_path):
                            "it was kept; free some space and rerun\n")
     assert os.listdir(work / "data" / "prepared") == []  # no temporary left either
     assert run_stage(work, "stages.unpack").returncode == 0
+
+
+@pytest.mark.parametrize("in_dvc_repo, message", [
+    # 100 bytes a file: DVCLive's first curve file is the first write that fails, then again as it ends
+    (False, f"file size limit exceeded while DVCLive wrote dvclive/{MODEL}: free some space and rerun"),
+    # in a DVC repository DVCLive first opens DVC's sqlite records, which fail as "disk I/O error"
+    (True, f"DVCLive could not write its records (disk I/O error) for dvclive/{MODEL}: free some space and rerun"),
+])
+def test_a_full_disk_under_dvclive_is_one_line_and_the_rerun_works(tmp_path, in_dvc_repo, message):
+    work = stage_inputs(tmp_path / "work", n=300)
+    if in_dvc_repo:
+        init(work)
+        commit(work, "stage inputs")
+    full = run_stage(work, "stages.train", MODEL, max_file_bytes=100)
+    assert full.returncode == 1, full.stderr
+    assert full.stderr == f"error: {message}\n"
+    assert not (work / "models").exists()
+    assert train_stage(work).returncode == 0
 
 
 def test_a_full_disk_during_the_resume_save_is_one_line_and_the_rerun_works(tmp_path):
