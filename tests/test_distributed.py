@@ -5,6 +5,7 @@ The lockstep sampler itself is tested in test_sampler.py; here whole runs are.
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,7 +166,7 @@ def test_the_train_stage_trains_with_the_threads_it_may_use(tmp_path, env, threa
     result = subprocess.run([sys.executable, "-m", "stages.train", *TRAIN_ARGS], cwd=work, capture_output=True,
                             env={**clean, "PYTHONPATH": str(REPO), **env}, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"unlabeled images; {threads} CPU threads" in result.stdout
+    assert re.search(rf"unlabeled images, \d+ validation labels \([\d,]+ of [\d,]+ labels\); {threads} CPU threads", result.stdout)
     assert json.loads((work / "runs" / f"{MODEL}.json").read_text())["threads"] == threads
 
 
