@@ -56,10 +56,11 @@ def test_a_model_name_is_never_run_as_shell_code(repo, restore, tmp_path):
     [line] = errors(out)
     assert line.startswith("error: params.yaml: models[0] must be ") and line.endswith(f"got {hostile!r}"), out
 
-    # A single stage, which skips the check stage: the stage itself refuses the name, and no shell ran it.
+    # A single stage, which skips the check stage: DVC itself refuses it, since the model's file, one of the
+    # stage's deps (fewlabels/models/${item.model}.py), does not exist; no shell ran the name.
     out = run(repo, "dvc", "repro", "-s", f"train@{hostile}", ok=False)
     assert not marker.exists()
-    assert errors(out) == [line], out
+    assert f"failed to reproduce 'train@{hostile}'" in out and f"fewlabels/models/{hostile}.py" in out, out
 
 
 @pytest.mark.parametrize("key, value, message", [
