@@ -41,14 +41,15 @@ def _header(path: Path) -> tuple[tuple, bool, np.dtype]:
         return read(f)
 
 
-def _read_npy(path: Path, dtype: str, shape: tuple, max_len: int) -> np.ndarray:
-    """The array in `path`, after its header said `dtype` and `shape` (None: any length up to `max_len`)."""
+def _read_npy(path: Path, dtype: str, shape: tuple, max_len: int, min_len: int = 1) -> np.ndarray:
+    """The array in `path`, after its header said `dtype` and `shape` (None: any length from `min_len` to
+    `max_len`)."""
     try:
         got_shape, fortran, got_dtype = _header(path)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"no .npy header: {str(err)[:80]}") from None
     if got_dtype != np.dtype(dtype) or fortran or len(got_shape) != len(shape) or not all(
-            want is None or want == got for want, got in zip(shape, got_shape)) or not 0 < got_shape[0] <= max_len:
+            want is None or want == got for want, got in zip(shape, got_shape)) or not min_len <= got_shape[0] <= max_len:
         raise ValueError(f"{got_dtype.str[:20]} {list(got_shape)[:6]}, not {np.dtype(dtype)} "
                          f"[{', '.join('N' if d is None else str(d) for d in shape)}] with N <= {max_len:,}")
     try:
@@ -105,12 +106,9 @@ def load_indices(path: Path, n: int, fix: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path} is missing: {fix}")
     try:
-        got_shape, fortran, got_dtype = _header(path)
-        if got_dtype != np.dtype("int64") or fortran or len(got_shape) != 1 or got_shape[0] > n:
-            raise ValueError(f"{got_dtype.str[:20]} {list(got_shape)[:6]}, not int64 [N] with N <= {n:,}")
-        index = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"{path} is not an index file ({str(err)[:120]}); {fix}") from None
+        index = _read_npy(path, "int64", (None,), n, min_len=0)
+    except ValueError as err:
+        raise DataError(f"{path} is not an index file ({err}); {fix}") from None
     if len(index) and (index[0] < 0 or index[-1] >= n or not bool(np.all(np.diff(index) > 0))):
         raise DataError(f"{path} is not an index file (not sorted distinct positions in [0, {n:,})); {fix}")
     return index
