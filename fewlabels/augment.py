@@ -217,11 +217,18 @@ class RandAugment:
             return (grey_cutout(p, self.cutout) - self.mean) / self.std
 
 
+# The teacher's view of unlabeled images for each train.augment policy: the policy without its cutout (FixMatch's
+# weak view is flip and shift only; a hidden square makes a pseudo-label noisier and teaches the teacher nothing).
+TEACHER = {"none": none, "crop": crop, "flip_crop": flip_crop, "flip_crop_cutout": flip_crop}
+
+
 class Views(NamedTuple):
-    """A run's augmentations of normalised images: weak (labeled batches and the teacher's view of unlabeled
-    ones) and strong (the student's view of unlabeled ones)."""
+    """A run's augmentations of normalised images: weak (labeled batches, and pseudo-labelling's and label
+    propagation's unlabeled ones), strong (the student's view of unlabeled ones) and teacher (the weak policy
+    without cutout: what a teacher predicts pseudo-labels on)."""
     weak: Callable
     strong: Callable
+    teacher: Callable
 
 
 # ssl.strong (fewlabels.registry.STRONG_VIEWS): (weak policy, normalisation mean and std on the [0, 1] scale)

@@ -113,7 +113,8 @@ def setup(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig, d
     # teacher too it stays in eval mode: no dropout, and batch norm keeps its averaged statistics.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True).eval() if cfg.ema else None
     weak = registry.AUGMENTS[cfg.augment]
-    views = augment.Views(weak, registry.STRONG_VIEWS[ssl.strong](weak, normalize.mean / 255, normalize.std / 255))
+    views = augment.Views(weak, registry.STRONG_VIEWS[ssl.strong](weak, normalize.mean / 255, normalize.std / 255),
+                          augment.TEACHER[cfg.augment])
     dataset = InMemoryImages(data.train_images.to(device), data.train_labels.to(device))
     loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep, views,
                 cfg, ssl, device, sched_when,

@@ -394,7 +394,7 @@ def test_batch_by_batch_methods_hand_over_what_their_loss_trained_each_image_tow
     m = build(method, 3, range(1, 6), 6, threshold=0.9, fairness_weight=0.0)
     assert m.pseudo_labels() is None  # no batch yet
     index = torch.tensor([4, 1, 5])
-    loss = m.loss(model, torch.zeros(3, 1, 2, 2), Views(none, none), model, index)
+    loss = m.loss(model, torch.zeros(3, 1, 2, 2), Views(none, none, none), model, index)
     targets, weights = m.pseudo_labels()
     assert targets.tolist() == [-1, 1, -1, -1, 0, 2]  # the teacher's classes, at the batch's images only
     assert weights[[0, 2, 3]].tolist() == [0, 0, 0]

@@ -58,7 +58,39 @@ def views(weak="crop", strong="affine_jitter_cutout") -> augment.Views:
     """The augmentations a run with these settings uses (normalisation mean 0.3, std 0.35 on the [0, 1] scale)."""
     policy = registry.AUGMENTS[weak]
     return augment.Views(policy, registry.STRONG_VIEWS[strong](policy, torch.full((1, 1, 1, 1), 0.3),
-                                                         torch.full((1, 1, 1, 1), 0.35)))
+                                                         torch.full((1, 1, 1, 1), 0.35)), augment.TEACHER[weak])
+
+
+def test_every_augment_policy_has_a_teacher_view():
+    assert set(augment.TEACHER) == set(registry.AUGMENTS)
+
+
+def test_the_teacher_view_is_the_weak_policy_without_cutout():
+    """A bright image in a 3-pixel black frame: flip and a shift of up to 2 pixels keep its centre bright; a
+    cutout square (8 x 8, anywhere) darkens the centre of some of 64 images. The teacher's view never does."""
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 28, 28)
+    x[..., 3:25, 3:25] = 1.0
+    centre = (slice(None), slice(None), slice(5, 23), slice(5, 23))
+    assert bool((augment.TEACHER["flip_crop_cutout"](x)[centre] == 1).all())
+    assert not bool((registry.AUGMENTS["flip_crop_cutout"](x)[centre] == 1).all())
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "flexmatch", "freematch", "mean_teacher"])
+def test_pseudo_labels_are_computed_without_dropout(name):
+    """The teacher (here the model itself, in train mode as during an epoch) predicts with its dropout off, so
+    its pseudo-labels are the dropout-free model's; the student's strong view still trains with dropout, and the
+    model leaves the loss in train mode."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10), torch.nn.Dropout(0.9)).train()
+    x = torch.randn(8, 1, 4, 4)
+    plain = augment.Views(augment.none, augment.none, augment.none)
+    m = method(name, threshold=0.0)
+    m.loss(model, x, plain, model, INDEX)
+    assert m.pseudo_labels()[0].tolist() == model.eval()(x).argmax(1).tolist()
+    model.train()
+    assert not torch.equal(model(x), model(x))  # dropout at 0.9 does change the answers in train mode
+    assert all(layer.training for layer in model.modules())
 
 
 INDEX = torch.arange(8)  # positions of the 8 images the objectives below get
@@ -85,8 +117,13 @@ def test_fixmatch_takes_its_targets_from_the_teacher():
     student = tiny_model().eval()  # eval: no dropout, so the strong view is the only randomness
     x = torch.randn(8, 1, 16, 16)
 
-    def teacher_of(cls):
-        return lambda images: torch.nn.functional.one_hot(torch.full((len(images),), cls), 10).float() * 50
+    class teacher_of(torch.nn.Module):  # sure of class `cls` for every image
+        def __init__(self, cls):
+            super().__init__()
+            self.cls = cls
+
+        def forward(self, images):
+            return torch.nn.functional.one_hot(torch.full((len(images),), self.cls), 10).float() * 50
 
     def loss_towards(cls):
         torch.manual_seed(1)

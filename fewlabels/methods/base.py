@@ -88,10 +88,27 @@ def frozen_bn_stats(model):
             m.momentum = momentum
 
 
+@contextmanager
+def dropout_off(model):
+    """Dropout layers in eval mode (they pass everything through), every other layer as it was."""
+    on = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training]
+    for m in on:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in on:
+            m.train()
+
+
 def teacher_weak_student_strong(student, x, views, teacher) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the teacher's class probabilities on a weak view, no gradient; the student's logits on a strong view)."""
-    with torch.no_grad():
-        target = teacher(views.weak(x)).float().softmax(1)
+    """(the teacher's class probabilities on its view, no gradient; the student's logits on a strong view).
+
+    The teacher predicts with dropout off: a pseudo-label must not hang on which units dropout silenced (FixMatch's
+    networks have no dropout). Batch norm stays as it is: the batch's own statistics when the teacher is the
+    model in train mode (as USB's single forward of weak and strong views), the averages of an EMA teacher."""
+    with torch.no_grad(), dropout_off(teacher):
+        target = teacher(views.teacher(x)).float().softmax(1)
     with frozen_bn_stats(student):
         return target, student(views.strong(x)).float()
 
