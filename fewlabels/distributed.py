@@ -122,6 +122,14 @@ def init(dist: Dist, device: torch.device) -> None:
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+def meet(dist: Dist) -> None:
+    """Every rank waits here for the others: called as a run ends well, so all workers exit together and the
+    torchrun agents enter their exit barrier together (node 0's agent holds the store the others wait on there:
+    leaving it first would cut them off mid-barrier)."""
+    if dist.world_size > 1:
+        torch_dist.barrier()
+
+
 def shutdown() -> None:
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()

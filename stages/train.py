@@ -95,6 +95,7 @@ def main() -> None:
     try:
         if not dist.main:  # trains its share; writes nothing
             fit(model, inputs, p.train, p.seed, p.ssl, dist=dist)
+            distributed.meet(dist)
             return
         # DVC deletes a stage's outputs (these curves too) before it reruns the stage: fit replays a resumed
         # run's finished epochs through log_epoch, so the curves come out as an uninterrupted run's.
@@ -117,6 +118,7 @@ def main() -> None:
 
             result = fit(model, inputs, p.train, p.seed, p.ssl, dist=dist,
                          hooks=Hooks(log_epoch, store.save, saved, score_pseudo_labels))
+        distributed.meet(dist)  # after DVCLive's last files: the ranks leave within moments of each other
     except checkpoint.Mismatch as err:  # the resume state is not this run's (fit checks it before using it)
         raise store.refuse(err) from None
     except OSError as err:  # DVCLive writes its curves itself, not through fewlabels.atomic

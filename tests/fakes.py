@@ -11,6 +11,8 @@ import hashlib
 import io
 import os
 import pickle
+import queue
+import random
 import socket
 import struct
 import tarfile
@@ -290,6 +292,28 @@ def pin_digests(code: Path, dataset: str, mirror: Path) -> None:
         assert text.count(file.digest) == 1, f"{path} should spell the digest of {dataset}'s {file.name} once"
         text = text.replace(file.digest, digests[file.name])
     path.write_text(text)
+
+
+def unassigned_port() -> int:
+    """A local port nothing listens on, below the kernel's range for ports it hands out itself (so no other
+    test's client or server socket can take it between this check and its use), drawn at random."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        first = int(f.read().split()[0])
+    for port in random.Random().sample(range(max(1024, first - 8000), first), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def read_line(stream, timeout: float) -> str:
+    """The next line of a subprocess's text `stream`, waiting at most `timeout` seconds for it."""
+    box = queue.Queue()
+    threading.Thread(target=lambda: box.put(stream.readline()), daemon=True).start()
+    return box.get(timeout=timeout)
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from fewlabels.params import DistConfig
 from test_interrupt import MODEL, TRAIN_ARGS, stage_inputs
 from test_label_hiding import SENTINEL
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # whole training runs; the rest of this module is quick
 
 
 def torchrun(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -38,21 +38,25 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
+@slow
 def test_both_ranks_hold_identical_weights_after_every_step(ranks):
     assert len(ranks[0]["steps"]) > 4 and ranks[0]["steps"] == ranks[1]["steps"]
     assert len(set(ranks[0]["steps"])) == len(ranks[0]["steps"])  # and the weights did move at every step
 
 
+@slow
 def test_both_ranks_hold_the_same_pseudo_labelling_statistics_after_every_step(ranks):
     """Each rank records the whole global batch (every rank's share, gathered), so thresholds never diverge."""
     assert ranks[0]["statistics"] == ranks[1]["statistics"] and len(set(ranks[0]["statistics"])) > 2
 
 
+@slow
 def test_both_ranks_draw_the_same_kind_at_every_step(ranks):
     kinds = [[b["labeled"] for b in r["batches"]] for r in ranks]
     assert kinds[0] == kinds[1] and True in kinds[0] and False in kinds[0]
 
 
+@slow
 def test_every_index_once_per_epoch_across_ranks(ranks):
     for epoch in (1, 2):
         for labeled, name in ((True, "labeled"), (False, "unlabeled")):
@@ -64,6 +68,7 @@ def test_every_index_once_per_epoch_across_ranks(ranks):
             assert not mine[0] & mine[1]  # disjoint shares
 
 
+@slow
 def test_no_hidden_label_reaches_any_rank(ranks):
     for r in ranks:
         assert SENTINEL not in r["dataset_labels"]
@@ -72,6 +77,7 @@ def test_no_hidden_label_reaches_any_rank(ranks):
             assert b["labels"] is None or SENTINEL not in b["labels"]
 
 
+@slow
 def test_validation_equals_one_process_on_the_same_weights(ranks):
     best = max(ranks[0]["history"], key=lambda row: row["valid_acc"])
     assert ranks[0]["history"] == ranks[1]["history"]  # rank 0's figures, handed to every rank
@@ -89,25 +95,35 @@ def test_torchrun_command_for_one_host_and_for_several():
                            "-m", "stages.train"]
 
 
+@slow
 def test_two_hosts_train_one_model_and_the_dvc_host_writes(tmp_path):
     """Two 'hosts' (two checkouts here, one process each) meet at a static rendezvous on localhost. Node 1
     starts first: under a c10d rendezvous the earlier process (lower pid, same host name) would have taken
-    rank 0 and written the outputs into the wrong checkout."""
-    endpoint = f"127.0.0.1:{fakes.free_port()}"
+    rank 0 and written the outputs into the wrong checkout. Both hosts' torchrun end well: the ranks meet
+    before torchrun's exit barrier (distributed.meet). Every wait is bounded and both process groups are reaped,
+    whatever happens."""
+    endpoint = f"127.0.0.1:{fakes.unassigned_port()}"
     hosts = []
-    for name, node_rank in (("node_b", 1), ("node_a", 0)):
-        work = stage_inputs(tmp_path / name, n=300)
-        write_params(work, {"models": [MODEL], "labeled_frac": 0.5, "train.epochs": 1, "train.device": "cpu",
-                            "dist.nnodes": 2, "dist.rdzv_endpoint": endpoint})
-        hosts.append(subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS, "--node-rank",
-                                       str(node_rank)], cwd=work, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT))
-        # node 1 has handed over to torchrun, on its way to the rendezvous, before node 0 starts
-        # one process a host: each takes all of its host's cores
-        assert f"2 processes, {distributed.cpu_cores()} threads each: " in hosts[-1].stdout.readline()
-    outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    try:
+        for name, node_rank in (("node_b", 1), ("node_a", 0)):
+            work = stage_inputs(tmp_path / name, n=300)
+            write_params(work, {"models": [MODEL], "labeled_frac": 0.5, "train.epochs": 1, "train.device": "cpu",
+                                "dist.nnodes": 2, "dist.rdzv_endpoint": endpoint})
+            hosts.append(subprocess.Popen([sys.executable, "-m", "stages.train", *TRAIN_ARGS, "--node-rank",
+                                           str(node_rank)], cwd=work, text=True, start_new_session=True,
+                                          env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT))
+            # node 1 has handed over to torchrun, on its way to the rendezvous, before node 0 starts
+            # one process a host: each takes all of its host's cores
+            assert f"2 processes, {distributed.cpu_cores()} threads each: " in fakes.read_line(hosts[-1].stdout, 120)
+        outputs = [h.communicate(timeout=600)[0] for h in hosts]
+    finally:
+        for h in hosts:  # torchrun and its workers (a session each); nothing when they ended
+            if h.poll() is None:
+                os.killpg(h.pid, signal.SIGKILL)
+            h.wait()
     assert [h.returncode for h in hosts] == [0, 0], outputs
+    assert not any("DistStoreError" in out or "Traceback" in out for out in outputs), outputs
     assert not (tmp_path / "node_b" / "runs" / f"{MODEL}.json").exists()
     record = json.loads((tmp_path / "node_a" / "runs" / f"{MODEL}.json").read_text())
     assert record["world_size"] == 2
@@ -158,6 +174,7 @@ def test_a_bad_omp_num_threads_is_one_line(monkeypatch, omp):
 
 
 # LOKY_MAX_CPU_COUNT caps joblib's count as a CPU quota does (which a test cannot set without root)
+@slow
 @pytest.mark.parametrize("env, threads", [({"LOKY_MAX_CPU_COUNT": "1"}, 1), ({"OMP_NUM_THREADS": "3"}, 3)])
 def test_the_train_stage_trains_with_the_threads_it_may_use(tmp_path, env, threads):
     work = stage_inputs(tmp_path / "host", n=300)
@@ -170,6 +187,7 @@ def test_the_train_stage_trains_with_the_threads_it_may_use(tmp_path, env, threa
     assert json.loads((work / "runs" / f"{MODEL}.json").read_text())["threads"] == threads
 
 
+@slow
 def test_no_worker_outlives_a_killed_torchrun(tmp_path):
     """The OOM killer (here: kill -9) ends torchrun: its workers must not train on as orphans."""
     import psutil
@@ -191,6 +209,7 @@ def test_no_worker_outlives_a_killed_torchrun(tmp_path):
     assert alive == []
 
 
+@slow
 def test_dvc_exp_run_with_two_processes(tmp_path):
     mirror = tmp_path / "mirror"
     fakes.make_idx_dataset(mirror, n_train=300, n_test=50)
