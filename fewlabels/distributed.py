@@ -81,11 +81,14 @@ def cpu_threads(nproc: int) -> int:
     return int(text)
 
 
-def check_fits(cfg: DistConfig, device: str) -> None:
-    """dist.nproc_per_node within what this host has for train.device `device`: a CPU core per process, or a
-    GPU slot per process (visible GPUs x FEWLABELS_GPU_SLOTS). More would oversubscribe it or exhaust its
-    memory. (Checked before torchrun starts, without claiming a GPU.)"""
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+def check_fits(cfg: DistConfig, kind: str) -> None:
+    """A distributed run within what this host has for its kind of device (inference.device_type): a CPU core
+    per process, or a GPU slot per process (visible GPUs x FEWLABELS_GPU_SLOTS). More would oversubscribe it or
+    exhaust its memory. Apple's GPU runs one process. (Checked before torchrun starts, without claiming a GPU.)"""
+    if kind == "mps":
+        raise ParamError("a distributed run (dist.nnodes or dist.nproc_per_node above 1) needs CUDA GPUs or the CPU: "
+                         "torch's gloo and nccl do not run on Apple's GPU; set train.device=cpu")
+    if kind == "cuda":
         limit, what = torch.cuda.device_count() * gpu_slots(), f"GPUs x {SLOTS_ENV}"
     else:
         limit, what = cpu_cores(), "CPU cores"

@@ -14,13 +14,24 @@ from fewlabels.errors import DeviceError
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so larger is fine
 
 
+def device_type(name: str) -> str:
+    """train.device as the kind of device a run gets: 'auto' is CUDA when torch sees a GPU, else Apple's GPU
+    (MPS), else the CPU; a named accelerator torch does not see is an error, not a silent CPU run."""
+    seen = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return next(kind for kind, there in seen.items() if there)
+    if not seen[name]:
+        what = {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)"}[name]
+        raise DeviceError(f"train.device is '{name}' but torch sees no {what}; set train.device to auto or cpu")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when a GPU is visible; 'cuda' without one is an error, not a silent CPU run.
-    On CUDA the process claims a GPU of its own (distributed.claim_gpu) and makes it the current one."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise DeviceError("train.device is 'cuda' but torch sees no CUDA GPU; set train.device to auto or cpu")
+    """The device train.device `name` picks (device_type). On CUDA the process claims a GPU of its own
+    (distributed.claim_gpu) and makes it the current one."""
+    kind = device_type(name)
+    if kind != "cuda":
+        return torch.device(kind)
     device = torch.device("cuda", distributed.claim_gpu(torch.cuda.device_count()))
     torch.cuda.set_device(device)
     return device

@@ -137,8 +137,9 @@ class TrainConfig(Section):
         "valid_acc", description="the checkpoint kept: the epoch with the best valid_acc or valid_loss (on the "
                                  "labeled_frac of validation labels the run may use), or the last epoch run")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the labeled cross-entropy")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: CUDA when torch sees a GPU, else the CPU; cuda without a GPU is an error")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: CUDA when torch sees a GPU, else Apple's GPU (mps), else the CPU; a named GPU "
+                            "torch does not see is an error")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
     augment: AugmentPolicy = Field(
         "none", description=f"labeled batches (and the weak view): {registry.AUGMENTS.describe()}")

@@ -94,10 +94,13 @@ class TrainState:
         torch.set_rng_state(rng["cpu"])
         if rng["cuda"] is not None:
             torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng["mps"] is not None:
+            torch.mps.set_rng_state(rng["mps"])
 
 
 def _rng(device: torch.device) -> dict:
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "mps": torch.mps.get_rng_state() if device.type == "mps" else None}
 
 
 def _check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:

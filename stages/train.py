@@ -27,7 +27,7 @@ from fewlabels.data import fit_inputs
 from fewlabels.datasets import DATASETS
 from fewlabels.distributed import Dist
 from fewlabels.engine import Hooks, fit
-from fewlabels.inference import resolve_device
+from fewlabels.inference import device_type, resolve_device
 from fewlabels.errors import ParamError, UserError
 from fewlabels.metrics import pseudo_label_scores
 from fewlabels.models import build_model, count_parameters
@@ -54,7 +54,7 @@ def main() -> None:
         raise ParamError(f"--node-rank must be in [0, dist.nnodes - 1] = [0, {p.dist.nnodes - 1}], "
                          f"got {args.node_rank}")
     if p.dist.world_size > 1 and not distributed.under_torchrun():
-        distributed.check_fits(p.dist, p.train.device)
+        distributed.check_fits(p.dist, device_type(p.train.device))
         command = distributed.torchrun_command(p.dist, "stages.train", [name, "--node-rank", str(args.node_rank)],
                                                args.node_rank)
         # each process's share of the CPUs (torchrun alone would give each one thread)

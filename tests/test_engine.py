@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from fewlabels import engine, inference, optim
+from fewlabels import distributed, engine, inference, optim
 from fewlabels.data import FitInputs
 from fewlabels.engine import Hooks, fit
-from fewlabels.inference import Normalize, predict, predict_trained, resolve_device
-from fewlabels.errors import DeviceError
-from fewlabels.params import TrainConfig
+from fewlabels.inference import Normalize, device_type, predict, predict_trained, resolve_device
+from fewlabels.errors import DeviceError, ParamError
+from fewlabels.params import DistConfig, TrainConfig
 from fewlabels.models import build_model
 
 SIZE = 16  # the smallest images lenet takes; keeps every fit well under a second an epoch
@@ -241,16 +241,40 @@ def test_onecycle_survives_unlabeled_batches():
 
 # devices and prediction ------------------------------------------------------------------------
 
-def test_resolve_device_cuda_without_gpu_is_an_error():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    with pytest.raises(DeviceError, match="no CUDA GPU"):
-        resolve_device("cuda")
+def sees(monkeypatch, cuda: bool, mps: bool) -> None:
+    """Torch sees a CUDA GPU and Apple's GPU as told (fakes: this machine's own answers are not used)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
 
 
-def test_resolve_device_auto_and_cpu():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
+@pytest.mark.parametrize("cuda, mps, expected", [
+    (True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_prefers_cuda_then_apples_gpu_then_the_cpu(monkeypatch, cuda, mps, expected):
+    sees(monkeypatch, cuda, mps)
+    assert device_type("auto") == expected
+    assert device_type("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("name, message", [("cuda", "no CUDA GPU"), ("mps", r"no Apple GPU \(MPS\)")])
+def test_a_named_gpu_torch_does_not_see_is_an_error(monkeypatch, name, message):
+    sees(monkeypatch, cuda=False, mps=False)
+    with pytest.raises(DeviceError, match=f"^train.device is '{name}' but torch sees {message}; set train.device to "
+                                          "auto or cpu$"):
+        resolve_device(name)
+
+
+def test_apples_gpu_is_picked_without_claiming_a_cuda_gpu(monkeypatch):
+    sees(monkeypatch, cuda=False, mps=True)
+    monkeypatch.setattr(distributed, "claim_gpu", lambda *a: pytest.fail("claimed a CUDA GPU"))
+    assert resolve_device("auto") == torch.device("mps")
+
+
+def test_a_distributed_run_on_apples_gpu_is_one_line():
+    with pytest.raises(ParamError, match="^a distributed run .* needs CUDA GPUs or the CPU: .* set train.device=cpu$"):
+        distributed.check_fits(DistConfig(nproc_per_node=2), "mps")
+
+
+def test_resolve_device_cpu():
     assert resolve_device("cpu") == torch.device("cpu")
 
 
