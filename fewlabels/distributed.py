@@ -10,6 +10,7 @@ experiments (`dvc queue start -j N`) and the ranks of a torchrun run each land o
 DVC's queue itself does not arrange. The kernel drops the lock when the process ends, however it ends.
 """
 import ctypes
+import datetime
 import fcntl
 import os
 import signal
@@ -29,6 +30,10 @@ LOCK_DIR_ENV = "FEWLABELS_GPU_LOCK_DIR"  # shared by every process that may clai
 SLOTS_ENV = "FEWLABELS_GPU_SLOTS"        # processes a GPU takes at once (small models leave a GPU idle)
 DEFAULT_LOCK_DIR = "/tmp/fewlabels-gpu-locks"
 POLL_S = 2.0  # seconds between tries while every GPU slot is taken
+# torchrun's exit barrier: each host's agent adds 1 to this key of the rendezvous store when its workers have ended
+# (torch/distributed/elastic/agent/server/api.py: _exit_barrier; utils/store.py: barrier; keys under the run id)
+EXIT_BARRIER_KEY = "torchelastic/agent/terminal_state/num_members"
+LEAVE_LAST_S = 60.0  # at most this long rank 0 waits for the other hosts' agents to reach the exit barrier
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,23 @@ def meet(dist: Dist) -> None:
     leaving it first would cut them off mid-barrier)."""
     if dist.world_size > 1:
         torch_dist.barrier()
+
+
+def leave_last(dist: Dist) -> None:
+    """Rank 0 of a run over several hosts, its outputs written, waits (at most LEAVE_LAST_S) until every other
+    host's torchrun agent has checked in at the exit barrier. Host 0's agent holds the store that barrier lives
+    in: arriving last, it releases the others before it closes the store, where otherwise a host still waiting
+    would lose it and log a DistStoreError traceback (its run was fine). Works through torchrun's store and key;
+    if a future torch names them otherwise, the wait runs out and the run ends as before."""
+    hosts = int(os.environ.get("GROUP_WORLD_SIZE", 1))  # torchrun's agents: one per host
+    if not dist.main or hosts == 1:
+        return
+    store = torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                timeout=datetime.timedelta(seconds=LEAVE_LAST_S))
+    key = f"{os.environ['TORCHELASTIC_RUN_ID']}/{EXIT_BARRIER_KEY}"
+    deadline = time.monotonic() + LEAVE_LAST_S
+    while store.add(key, 0) < hosts - 1 and time.monotonic() < deadline:  # add 0: read the count
+        time.sleep(0.05)
 
 
 def shutdown() -> None:

@@ -155,6 +155,7 @@ def main() -> None:
     store.clear()
     print(f"{name}: best epoch {result['best_epoch']}, {result['train_seconds']:.1f}s training, "
           f"{result['images_per_s']:,.0f} images/s on {result['device']} -> {paths.model}")
+    distributed.leave_last(dist)  # several hosts: the others' torchrun first
 
 
 if __name__ == "__main__":

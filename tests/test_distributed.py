@@ -122,8 +122,9 @@ def test_two_hosts_train_one_model_and_the_dvc_host_writes(tmp_path):
             if h.poll() is None:
                 os.killpg(h.pid, signal.SIGKILL)
             h.wait()
-    assert [h.returncode for h in hosts] == [0, 0], outputs
-    assert not any("DistStoreError" in out or "Traceback" in out for out in outputs), outputs
+    report = "\n\n".join(outputs)
+    assert [h.returncode for h in hosts] == [0, 0], report
+    assert not any("DistStoreError" in out or "Traceback" in out for out in outputs), report
     assert not (tmp_path / "node_b" / "runs" / f"{MODEL}.json").exists()
     record = json.loads((tmp_path / "node_a" / "runs" / f"{MODEL}.json").read_text())
     assert record["world_size"] == 2
@@ -269,3 +270,30 @@ def test_a_crashed_experiment_releases_its_gpu(tmp_path):
     for p in procs + late:
         p.kill()
         p.join()
+
+
+# leaving a run over several hosts ---------------------------------------------------------------
+
+def test_rank_0_leaves_once_every_other_hosts_agent_reached_the_exit_barrier(monkeypatch):
+    """The count torchrun's agents keep in the rendezvous store (one per host whose workers ended) decides: rank 0
+    of 3 hosts waits while 1 is in, leaves once 2 are; a run on one host, or a rank other than 0, never opens the
+    store. (The waits are faked: each one lets the next host's agent arrive.)"""
+    import torch.distributed as torch_dist
+
+    port = fakes.unassigned_port()
+    server = torch_dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    key = f"run7/{distributed.EXIT_BARRIER_KEY}"
+    server.add(key, 1)  # host 1 of 3 is in the barrier
+    waits = []
+    monkeypatch.setattr(distributed.time, "sleep", lambda s: waits.append(server.add(key, 1)))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run7")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "3")
+    distributed.leave_last(distributed.Dist(rank=0, world_size=3))
+    assert waits == [2]  # one wait, until host 2 arrived
+    monkeypatch.delenv("MASTER_ADDR")  # opening the store now would fail
+    distributed.leave_last(distributed.Dist(rank=1, world_size=3))
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")
+    distributed.leave_last(distributed.Dist(rank=0, world_size=2))
+    assert waits == [2]
