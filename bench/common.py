@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torchvision
 
+from bench import scratch
+from bench.scratch import REPO, child_env
 from fewlabels.atomic import write_json
 from fewlabels.datasets import DATASETS
 from fewlabels.formats import load_idx_dataset
@@ -24,7 +26,6 @@ from fewlabels.errors import ParamError
 from fewlabels.params import TrainConfig
 from fewlabels.splits import split_train_valid
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "bench" / ".cache"  # the torchvision copy of the dataset (git-ignored)
 SPEC = DATASETS["fashion_mnist"]
@@ -88,32 +89,16 @@ def torchvision_root() -> Path:
 
 
 def scratch_repo(root: Path, **settings) -> Path:
-    """A throwaway git + DVC repo at root/repo holding a copy of the pipeline; `settings` override params.yaml
-    keys, dotted ("train.epochs": 1). Fashion-MNIST comes from the local mirror only."""
-    repo = root / "repo"
-    for name in ("fewlabels", "stages"):
-        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", repo)
+    """A throwaway git + DVC repo at root/repo holding a copy of the pipeline (bench.scratch); `settings` override
+    params.yaml keys, dotted ("train.epochs": 1). Fashion-MNIST comes from the local mirror only."""
     p = schema.read(REPO / "params.yaml")
     settings = {"dataset": "fashion_mnist", "data.sources.fashion_mnist": [local_mirror().as_uri()], **settings}
     for key, value in settings.items():
         schema.set_key(p, key, value)
-    schema.validate(p)
-    schema.write(p, repo / "params.yaml")
-    run(["git", "init", "-q"], repo)
-    run(["dvc", "init", "-q"], repo)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
-    run([*git, "add", "-A"], repo)
-    run([*git, "commit", "-q", "-m", "pipeline"], repo)  # DVCLive, in the train stage, needs a commit
+    repo = scratch.copy_pipeline(root / "repo", p)
+    scratch.init(repo)
+    scratch.commit(repo, "pipeline")  # DVCLive, in the train stage, needs a commit
     return repo
-
-
-def child_env() -> dict:
-    """This venv's `python` and `dvc` first on PATH; no PYTHONPATH, so stages import the copy's packages."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
 
 
 def run(cmd: list[str], cwd: Path) -> float:

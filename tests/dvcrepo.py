@@ -1,45 +1,36 @@
-"""Running git and DVC in a temporary repository, for the end-to-end tests."""
-import os
+"""Running git and DVC in a temporary repository, for the end-to-end tests (the repository itself: bench.scratch)."""
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from bench import scratch
+from bench.scratch import REPO, child_env, commit, init
 from fewlabels import params
 
-REPO = Path(__file__).resolve().parent.parent  # the project checkout these tests belong to
+__all__ = ["REPO", "child_env", "commit", "copy_pipeline", "init", "run", "stages_run", "stages_skipped",
+           "write_params"]  # REPO, commit and init: bench.scratch's, for the tests that import them from here
 
 
-def write_params(directory: Path, settings: dict) -> Path:
-    """The default params.yaml (the schema's, not the workspace's, which a user's `dvc exp run -S` edits) with
-    `settings` ({dotted key: value}) on top, checked by the schema, written into `directory`: the same keys
-    and values `dvc exp run -S key=value` would set."""
+def settings_on_defaults(settings: dict) -> dict:
+    """The default params (the schema's, not the workspace's, which a user's `dvc exp run -S` edits) with
+    `settings` ({dotted key: value}) on top: the same keys and values `dvc exp run -S key=value` would set."""
     raw = params.default_raw()
     for key, value in settings.items():
         params.set_key(raw, key, value)
+    return raw
+
+
+def write_params(directory: Path, settings: dict) -> Path:
+    """settings_on_defaults(settings), checked by the schema, written into `directory`/params.yaml."""
+    raw = settings_on_defaults(settings)
     params.validate(raw)
     params.write(raw, directory / "params.yaml")
     return directory / "params.yaml"
 
 
 def copy_pipeline(repo: Path, settings: dict) -> Path:
-    """A copy of the pipeline's code, dvc.yaml and .gitignore in `repo`, with params.yaml plus `settings`."""
-    repo.mkdir(parents=True, exist_ok=True)
-    for name in ("fewlabels", "stages"):
-        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(REPO / name, repo / name)
-    write_params(repo, settings)
-    return repo
-
-
-def child_env() -> dict:
-    """This venv's `python` and `dvc` first on PATH, and no PYTHONPATH: stages must import the repo's copies."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"  # no network here
-    return env
+    """A copy of the pipeline's code, dvc.yaml and .gitignore in `repo`, with the default params plus `settings`."""
+    return scratch.copy_pipeline(repo, settings_on_defaults(settings))
 
 
 def run(repo: Path, *cmd: str, ok: bool = True, env: dict | None = None) -> str:
@@ -57,18 +48,3 @@ def stages_run(output: str) -> list[str]:
 
 def stages_skipped(output: str) -> list[str]:
     return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
-
-
-def init(repo: Path) -> None:
-    """git init + identity + dvc init in `repo`, with the project's plot templates."""
-    run(repo, "git", "init", "-q")
-    for key, value in (("user.name", "test"), ("user.email", "test@example.com"), ("commit.gpgsign", "false")):
-        run(repo, "git", "config", key, value)
-    run(repo, "dvc", "init", "-q")
-    # dvc.yaml's plots name the project's templates (.dvc/plots/<name>.json)
-    shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")
-
-
-def commit(repo: Path, message: str) -> None:
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", message)
