@@ -15,7 +15,7 @@ import torch
 from bench.common import SPEC, fashion_model, local_mirror
 from fewlabels.data import fit_inputs
 from fewlabels.engine import fit
-from fewlabels.inference import loss_and_accuracy, predict_trained, resolve_device
+from fewlabels.inference import bf16, loss_and_accuracy, predict_trained, resolve_device
 from fewlabels.formats import load_idx_dataset
 from fewlabels import params as schema
 from fewlabels.splits import labeled_index, split_train_valid
@@ -44,7 +44,7 @@ def main() -> None:
     result = fit(model, inputs, cfg, p.seed, p.ssl)
     device = resolve_device(cfg.device)
     test_loss, test_acc = loss_and_accuracy(
-        predict_trained(model, result, torch.from_numpy(d["x_test"]), device, cfg.amp),
+        predict_trained(model, result, torch.from_numpy(d["x_test"]), device, bf16(device, cfg)),
         torch.from_numpy(d["y_test"]).to(device))
     row = {"model": args.model, "labeled_frac": args.frac, "seed": p.seed, "overrides": args.overrides, "test_acc": test_acc,
            "test_loss": test_loss, "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],

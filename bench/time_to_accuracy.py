@@ -23,7 +23,7 @@ from bench import notebook
 from bench.common import environment, fashion_mnist, fashion_model, params, pipeline_split, save, train_recipe
 from fewlabels.data import FitInputs, mask_labels
 from fewlabels.engine import Hooks, fit
-from fewlabels.inference import Normalize, channel_stats, predict, resolve_device
+from fewlabels.inference import Normalize, bf16, channel_stats, predict, resolve_device
 from fewlabels.errors import ParamError
 from fewlabels.models import MODELS, count_parameters
 from fewlabels.params import parse_value, split_override
@@ -65,7 +65,7 @@ def project_contender(model_name: str, cfg, data: dict, target: float) -> dict:
     def log_epoch(row, scored):  # returns True, which stops fit, once the target is reached
         nonlocal excluded
         start = time.perf_counter()
-        logits = predict(scored, normalize, x_test, device, cfg.amp)
+        logits = predict(scored, normalize, x_test, device, bf16(device, cfg))
         acc = (logits.argmax(1).cpu() == y_test).float().mean().item()
         history.append({**row, "test_acc": acc})
         print(f"project epoch {row['epoch']}: test acc {acc:.4f}, "

@@ -27,7 +27,7 @@ from fewlabels import augment, distributed, optim, registry
 from fewlabels.data import FitInputs, InMemoryImages, PureBatchSampler, collate_pure, one_pass_batches, rank_seed
 from fewlabels.distributed import Dist
 from fewlabels.errors import ParamError
-from fewlabels.inference import Normalize, autocast, channel_stats, loss_and_accuracy, predict, resolve_device
+from fewlabels.inference import Normalize, autocast, bf16, channel_stats, loss_and_accuracy, predict, resolve_device
 from fewlabels.methods.base import Method, Run
 from fewlabels.params import SSLConfig, TrainConfig
 from fewlabels.state import ROW, TrainState
@@ -61,6 +61,7 @@ class Loop:
     dist: Dist              # this process's rank among the run's processes
     mean: list[float]     # the training images' channel means and stds (0-255 scale), saved with the model
     std: list[float]
+    bf16: bool            # forward passes under bf16 autocast (inference.bf16); False: float32 throughout
 
 
 def ramp(ssl: SSLConfig, epoch: int) -> float:
@@ -119,7 +120,7 @@ def setup(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig, d
     loop = Loop(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pure), sampler, prep, views,
                 cfg, ssl, device, sched_when,
                 unlabeled_share=max(1.0, sampler.n_batches(False) / max(1, sampler.n_batches(True))), dist=dist,
-                mean=mean, std=std)
+                mean=mean, std=std, bf16=bf16(device, cfg))
     classes = predict(model, prep, data.train_images[:1], device, amp=False).shape[1]  # eval mode: changes nothing
     # in a distributed run every rank updates the method's statistics with the whole global batch: they stay equal
     run = Run(classes, data.unlabeled, len(data.train_images), device, data.train_labels)
@@ -153,13 +154,13 @@ def train_epoch(state: TrainState, loop: Loop, epoch: int) -> tuple[float, float
         if not batch.labeled:
             if unlabeled_weight == 0:
                 continue
-            with autocast(device, cfg.amp):
+            with autocast(device, loop.bf16):
                 loss = state.method.loss(net, loop.prep(batch.x), loop.views, teacher, batch.index)
             if loss is not None:
                 (unlabeled_weight * loss).backward()
                 pending = True
             continue
-        with autocast(device, cfg.amp):
+        with autocast(device, loop.bf16):
             logits = net(loop.views.weak(loop.prep(batch.x)))
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=cfg.label_smoothing)
         loss.backward()
@@ -190,7 +191,7 @@ def validate(state: TrainState, loop: Loop, data: FitInputs, row: dict) -> dict:
     """`row` (the epoch's training figures) with the scored module's valid loss and accuracy and the learning
     rate; printed as the epoch's line."""
     device, dist = loop.device, loop.dist
-    valid_loss, valid_acc = loss_and_accuracy(predict(state.scored, loop.prep, data.valid_images, device, loop.cfg.amp),
+    valid_loss, valid_acc = loss_and_accuracy(predict(state.scored, loop.prep, data.valid_images, device, loop.bf16),
                                               data.valid_labels.to(device))
     row |= {"valid_loss": valid_loss, "valid_acc": valid_acc, "lr": state.optimizer.param_groups[0]["lr"]}
     row = {key: row[key] for key in ROW}  # in the history's order

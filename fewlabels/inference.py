@@ -4,6 +4,7 @@ What the evaluate stage needs of a trained model, apart from the training engine
 that editing how models train (an objective, the sampler) does not make every evaluate stage stale.
 """
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -55,13 +56,40 @@ class Normalize(torch.nn.Module):
         return (x.float() - self.mean) / self.std
 
 
-def autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+CPUINFO = Path("/proc/cpuinfo")
+BF16_UNITS = {"amx_bf16", "avx512_bf16"}  # the flags Linux lists for CPUs that multiply bf16 matrices in hardware
+
+
+def cpu_bf16_units(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX, AVX-512 BF16), from the first `flags`
+    line of /proc/cpuinfo. False without that file (macOS, Windows) or those flags: oneDNN would emulate bf16
+    there, slower than fp32."""
+    if not cpuinfo.is_file():
+        return False
+    with open(cpuinfo) as f:
+        for line in f:
+            if line.startswith("flags"):
+                return bool(BF16_UNITS & set(line.partition(":")[2].split()))
+    return False
+
+
+def bf16(device: torch.device, cfg) -> bool:
+    """Whether a run on `device` with TrainConfig `cfg` autocasts to bf16: on CUDA with train.amp, on the CPU with
+    train.cpu_bf16 where it has bf16 units (cpu_bf16_units); nowhere else. False: float32 throughout."""
+    if device.type == "cuda":
+        return cfg.amp
+    return device.type == "cpu" and cfg.cpu_bf16 and cpu_bf16_units()
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` where `enabled` (see bf16), float32 otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @torch.no_grad()
 def predict(model, normalize, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
-    """Float32 logits for uint8 images, in eval mode, EVAL_BATCH at a time."""
+    """Float32 logits for uint8 images, in eval mode, EVAL_BATCH at a time; amp: under bf16 autocast (what
+    bf16() decides for the run)."""
     model.eval()
     out = []
     for chunk in images.split(EVAL_BATCH):

@@ -140,7 +140,9 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="auto: CUDA when torch sees a GPU, else Apple's GPU (mps), else the CPU; a named GPU "
                             "torch does not see is an error")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
+    amp: bool = Field(True, description="bf16 autocast on CUDA")
+    cpu_bf16: bool = Field(False, description="bf16 autocast on the CPU, where it has bf16 matrix units (AMX, "
+                                              "AVX-512 BF16: detected; float32 on other CPUs)")
     augment: AugmentPolicy = Field(
         "none", description=f"labeled batches (and the weak view): {registry.AUGMENTS.describe()}")
     channels_last: bool = Field(False, description="NHWC memory layout for the convolutions")

@@ -17,7 +17,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from fewlabels import checkpoint, prepared
 from fewlabels.atomic import atomic_path, write_json
 from fewlabels.datasets import DATASETS
-from fewlabels.inference import predict_trained, resolve_device
+from fewlabels.inference import bf16, predict_trained, resolve_device
 from fewlabels.metrics import classification_metrics, scores
 from fewlabels.models import build_model
 from stages._common import layout, load_params, run, stage_model
@@ -57,7 +57,7 @@ def main() -> None:
     device = resolve_device(p.train.device)
     results, test_pred = {}, None
     for split, (x, y) in splits.items():
-        logits = predict_trained(model, record, torch.from_numpy(x), device, p.train.amp, p.evaluate.tta)
+        logits = predict_trained(model, record, torch.from_numpy(x), device, bf16(device, p.train), p.evaluate.tta)
         results[split] = classification_metrics(logits, torch.from_numpy(y), record["classes"])
         if split == "test":
             test_pred = logits.argmax(1).cpu().numpy()

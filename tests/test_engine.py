@@ -274,6 +274,46 @@ def test_a_distributed_run_on_apples_gpu_is_one_line():
         distributed.check_fits(DistConfig(nproc_per_node=2), "mps")
 
 
+@pytest.mark.parametrize("text, units", [
+    ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n", True),   # Sapphire Rapids
+    ("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n", True),              # Cooper Lake, Zen 4
+    ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n", False),          # Ice Lake: emulated
+    ("processor\t: 0\nflags\t\t: fpu avx2\nflags\t\t: avx512_bf16\n", False),        # the first CPU's line
+    ("processor\t: 0\nFeatures\t: fp asimd bf16\n", False),                             # an Arm host
+])
+def test_bf16_units_are_read_from_the_cpus_flags(tmp_path, text, units):
+    (tmp_path / "cpuinfo").write_text(text)
+    assert inference.cpu_bf16_units(tmp_path / "cpuinfo") is units
+
+
+def test_no_cpuinfo_means_no_bf16_units(tmp_path):
+    assert inference.cpu_bf16_units(tmp_path / "absent") is False  # macOS, Windows
+
+
+@pytest.mark.parametrize("kind, amp, cpu_bf16, units, expected", [
+    ("cuda", True, False, False, True), ("cuda", False, True, True, False),
+    ("cpu", True, False, True, False),   # train.amp alone never touches the CPU
+    ("cpu", False, True, False, False),  # asked for, but no bf16 units: float32
+    ("cpu", False, True, True, True),
+    ("mps", True, True, True, False),
+])
+def test_bf16_where_the_device_has_the_units_and_the_run_asks(monkeypatch, kind, amp, cpu_bf16, units, expected):
+    monkeypatch.setattr(inference, "cpu_bf16_units", lambda: units)
+    assert inference.bf16(torch.device(kind), TrainConfig(amp=amp, cpu_bf16=cpu_bf16)) is expected
+
+
+def test_cpu_bf16_off_trains_the_float32_weights_and_on_trains_in_bf16(monkeypatch):
+    """With train.cpu_bf16 off (even on a CPU with the units), or on where the CPU has none, the weights are
+    bit-identical: float32 as before the option existed. On, with the units, the steps do run in bf16."""
+    def weights(cpu_bf16, units):
+        monkeypatch.setattr(inference, "cpu_bf16_units", lambda: units)
+        return run_fit(epochs=2, cpu_bf16=cpu_bf16)["state_dict"]
+
+    off, no_units, on = weights(False, True), weights(True, False), weights(True, True)
+    assert all(torch.equal(off[k], no_units[k]) for k in off)
+    assert any(not torch.equal(off[k], on[k]) for k in off)
+
+
 def test_resolve_device_cpu():
     assert resolve_device("cpu") == torch.device("cpu")
 
@@ -283,12 +323,12 @@ def test_predict_shape_and_determinism(monkeypatch):
     model = build_model("cnn", 1, SIZE, 10).train()  # dropout on until predict switches to eval
     normalize = Normalize([0.2], [0.3])
     cpu = torch.device("cpu")
-    first = predict(model, normalize, x, cpu, amp=True)  # amp is ignored on the CPU
+    first = predict(model, normalize, x, cpu, amp=False)
     assert first.shape == (30, 10) and first.dtype == torch.float32
     assert not model.training
-    assert torch.equal(first, predict(model, normalize, x, cpu, amp=True))
+    assert torch.equal(first, predict(model, normalize, x, cpu, amp=False))
     monkeypatch.setattr(inference, "EVAL_BATCH", 7)  # chunked: 5 forward passes, same logits in the same order
-    assert torch.allclose(first, predict(model, normalize, x, cpu, amp=True), atol=1e-6)
+    assert torch.allclose(first, predict(model, normalize, x, cpu, amp=False), atol=1e-6)
 
 
 def test_normalize_standardises_per_channel():
