@@ -8,7 +8,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
@@ -22,8 +22,10 @@ def fashion_mnist_set(train: bool) -> datasets.FashionMNIST:
     return datasets.FashionMNIST(torchvision_root(), train=train, download=False, transform=ToTensor())
 
 
-def train_loader(batch_size: int = BATCH_SIZE) -> DataLoader:
-    return DataLoader(fashion_mnist_set(True), batch_size=batch_size, shuffle=True)
+def train_loader(batch_size: int = BATCH_SIZE, indices=None) -> DataLoader:
+    """The notebooks' loader over their training set, or over the images at `indices` of it."""
+    images = fashion_mnist_set(True)
+    return DataLoader(images if indices is None else Subset(images, indices), batch_size=batch_size, shuffle=True)
 
 
 def model_and_optimizer(device: torch.device, seed: int = 0):
@@ -52,10 +54,11 @@ def train_epoch(model, opt, loader, device) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def test_accuracy(model, device) -> float:
+def accuracy(model, device, dataset) -> float:
+    """Accuracy on a dataset of (image, label), as the notebooks score their test set."""
     model.eval()
     correct = total = 0
-    for images, labels in DataLoader(fashion_mnist_set(False), batch_size=1000):
+    for images, labels in DataLoader(dataset, batch_size=1000):
         correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
         total += len(labels)
     return correct / total

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of issue #5 in one command, then the table:  bash bench/run_all.sh [cpu|cuda]
+# Every benchmark against the notebooks in one command, then the table:  bash bench/run_all.sh [cpu|cuda]
 # On the CPU (default) all four run and write bench/results/{throughput,time_to_accuracy,pipeline_overhead,memory}.json;
 # with cuda the two training benchmarks run on the GPU and write *_cuda.json. Other processes make CPU timings
 # noisy: every result stores the load average before and after its run.

@@ -43,21 +43,52 @@ def tiny_fashion(n=120):
     return {"x_train": big.numpy(), "y_train": y.numpy(), "x_test": big[:40].numpy(), "y_test": y[:40].numpy()}
 
 
-@pytest.mark.parametrize("target, epochs_run", [(0.0, 1), (1.01, 3)])
-def test_project_contender_stops_at_the_first_epoch_that_reaches_the_target(target, epochs_run):
-    cfg = common.train_recipe({"train.epochs": 3, "train.batch_size": 20, "train.device": "cpu"})
-    result = time_to_accuracy.project_contender("bn_small", cfg, tiny_fashion(), target)
-    assert result["epochs"] == len(result["history"]) == epochs_run
-    assert result["reached"] == (target == 0.0)
-    assert result["seconds_to_target"] == (result["train_seconds"] if target == 0.0 else None)
-    assert result["train_seconds"] == pytest.approx(sum(r["seconds"] for r in result["history"]))
+def test_a_budget_is_the_fewest_epochs_whose_run_ends_at_the_target_on_validation():
+    assert time_to_accuracy.budgets([0.90, 0.925, 0.921, 0.935], (0.92, 0.93, 0.95)) == {0.92: 2, 0.93: 4, 0.95: None}
 
 
-def test_summary_counts_training_seconds_until_the_target():
-    history = [{"seconds": 2.0, "test_acc": 0.90}, {"seconds": 3.0, "test_acc": 0.93}]
-    s = time_to_accuracy.summary("x", history, 0.92, train_images=100)
-    assert (s["reached"], s["seconds_to_target"], s["epochs"], s["images_per_s"]) == (True, 5.0, 2, 40.0)
-    assert time_to_accuracy.summary("x", history[:1], 0.92, train_images=100)["seconds_to_target"] is None
+def test_project_contender_trains_fixed_budgets_and_scores_the_test_set_once_per_target_found(monkeypatch):
+    """Budgets 1, 2, 3 are runs of their own (none stops early; the last epoch is kept); target 0 is met on
+    validation by the 1-epoch run, whose model alone is scored on the test set; 1.01 never is."""
+    cfg = common.train_recipe({"train.batch_size": 20, "train.device": "cpu", "train.patience": 1})
+    scored = []
+    real = time_to_accuracy.predict_trained
+    monkeypatch.setattr(time_to_accuracy, "predict_trained",
+                        lambda model, result, images, *a: scored.append(result["epochs_run"]) or real(model, result,
+                                                                                                       images, *a))
+    result = time_to_accuracy.project_contender("bn_small", cfg, tiny_fashion(), (0.0, 1.01), max_epochs=3)
+    assert [r["epochs"] for r in result["runs"]] == [1, 2, 3]
+    assert scored == [1]  # the test images, looked at once: for the budget validation chose
+    found, missed = result["budgets"]
+    assert (found["target"], found["epochs"], found["reached"]) == (0.0, 1, True)
+    assert found["train_seconds"] == result["runs"][0]["train_seconds"]
+    assert missed == {"target": 1.01, "epochs": None, "train_seconds": None, "test_acc": None, "reached": False}
+
+
+def test_notebook_contender_keeps_one_run_and_scores_the_test_set_at_each_budget_only(monkeypatch):
+    """Validation after every epoch picks each target's epoch; the test set is scored there and nowhere else,
+    and a test score short of the target is reported as such, never swapped for a better epoch."""
+    valid = iter([0.91, 0.925, 0.94, 0.99])
+    test_scores = iter([0.918, 0.931])
+    monkeypatch.setattr(time_to_accuracy.notebook, "model_and_optimizer", lambda device: ("model", "opt"))
+    monkeypatch.setattr(time_to_accuracy.notebook, "train_loader", lambda indices: "loader")
+    monkeypatch.setattr(time_to_accuracy.notebook, "fashion_mnist_set", lambda train: list(range(10)) if train else "test")
+    monkeypatch.setattr(time_to_accuracy.notebook, "train_epoch", lambda *a: (2.0, 0.3))
+    monkeypatch.setattr(time_to_accuracy.notebook, "accuracy",
+                        lambda model, device, data: next(test_scores) if data == "test" else next(valid))
+    monkeypatch.setattr(time_to_accuracy, "count_parameters", lambda model: 0)
+    result = time_to_accuracy.notebook_contender(torch.device("cpu"), [0, 1, 2], [3, 4], (0.92, 0.93), max_epochs=5)
+    assert len(result["history"]) == 3  # stopped once every target had its budget
+    assert result["budgets"] == [
+        {"target": 0.92, "epochs": 2, "train_seconds": 4.0, "test_acc": 0.918, "reached": False},
+        {"target": 0.93, "epochs": 3, "train_seconds": 6.0, "test_acc": 0.931, "reached": True}]
+
+
+def test_speedup_only_where_both_reached_the_target_on_test():
+    row = time_to_accuracy.result_row
+    project = {"budgets": [row(0.92, 3, 50.0, 0.925), row(0.93, 6, 100.0, 0.929)]}
+    nb = {"budgets": [row(0.92, 5, 400.0, 0.921), row(0.93, 9, 720.0, 0.931)]}
+    assert time_to_accuracy.speedups(project, nb) == {"0.92": 8.0, "0.93": None}
 
 
 def test_report_rows_say_whether_each_target_is_met(tmp_path, monkeypatch):
