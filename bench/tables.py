@@ -127,12 +127,14 @@ def ssl_methods(runs: list[dict]) -> str:
                  sorted(rows, key=lambda cells: (cells[0] != "`skip`", cells[0])))
 
 
-def cpu_dispatch(result: dict) -> str:
-    """One row per fresh process of bench/cpu_dispatch.py: the kernels asked for and got, and what they trained."""
-    return table(["ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "kernels", "weights md5", "test acc", "train s"],
-                 [[r["ATEN_CPU_CAPABILITY"] or "(unset)", r["ONEDNN_MAX_CPU_ISA"] or "(unset)", r["capability"],
-                   f"`{r['weights_md5'][:8]}…`", f"{r['test_acc']:.4f}", f"{r['train_seconds']:.1f}"]
-                  for r in result["runs"]])
+def cpu_dispatch(results: list[dict]) -> str:
+    """One row per fresh process of bench/cpu_dispatch.py, per CPU it ran on (one results file each): the
+    kernels asked for and got, and what they trained (same code: the files' git_rev)."""
+    return table(["CPU", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "kernels", "weights md5", "test acc", "train s"],
+                 [[result["environment"]["device_name"], r["ATEN_CPU_CAPABILITY"] or "(unset)",
+                   r["ONEDNN_MAX_CPU_ISA"] or "(unset)", r["capability"], f"`{r['weights_md5'][:8]}…`",
+                   f"{r['test_acc']:.4f}", f"{r['train_seconds']:.1f}"]
+                  for result in results for r in result["runs"]])
 
 
 def step_cost(result: dict) -> str:
@@ -171,7 +173,7 @@ def tables() -> dict[str, str]:
     per_pass = per_pass_runs(REPO / "reports" / "label_curve_per_pass.csv")
     return {
         "bench": report.markdown(),
-        "cpu_dispatch": cpu_dispatch(json.loads((RESULTS / "cpu_dispatch.json").read_text())),
+        "cpu_dispatch": cpu_dispatch([json.loads(p.read_text()) for p in sorted(RESULTS.glob("cpu_dispatch*.json"))]),
         "step_cost": step_cost(json.loads((RESULTS / "step_cost.json").read_text())),
         "step_cost_quota1": step_cost(json.loads((RESULTS / "step_cost_quota1.json").read_text())),
         # ssl_grid.sh's cells train with flip_crop; its one flip_crop_cutout run is quoted in the prose

@@ -66,10 +66,13 @@ def test_label_curve_reads_the_csv_and_lists_each_run(tmp_path):
 
 
 def test_cpu_dispatch_marks_unset_variables_and_shortens_the_digest():
-    result = {"runs": [{"ATEN_CPU_CAPABILITY": None, "ONEDNN_MAX_CPU_ISA": "SSE41", "capability": "DEFAULT",
+    result = {"environment": {"device_name": "AMD EPYC"},
+              "runs": [{"ATEN_CPU_CAPABILITY": None, "ONEDNN_MAX_CPU_ISA": "SSE41", "capability": "DEFAULT",
                         "test_acc": 0.87709, "train_seconds": 100.24, "weights_md5": "9be44a70c0c457a9652d02f2"}]}
-    assert tables.cpu_dispatch(result).splitlines()[2] == (
-        "| (unset) | SSE41 | DEFAULT | `9be44a70…` | 0.8771 | 100.2 |")
+    other = {"environment": {"device_name": "Intel Xeon"}, "runs": [{**result["runs"][0], "weights_md5": "3cfcf92f"}]}
+    assert tables.cpu_dispatch([result, other]).splitlines()[2:] == [
+        "| AMD EPYC | (unset) | SSE41 | DEFAULT | `9be44a70…` | 0.8771 | 100.2 |",
+        "| Intel Xeon | (unset) | SSE41 | DEFAULT | `3cfcf92f…` | 0.8771 | 100.2 |"]
 
 
 @pytest.fixture
