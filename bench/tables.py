@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import report
 from bench.common import REPO, RESULTS
-from bench.step_cost import TEACHER, TEACHER_BATCH, VARIANTS
+from bench.step_cost import PEAK_DTYPES, TEACHER, TEACHER_BATCH, VARIANTS
 from fewlabels.curve import markdown_table, merge, summarize
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
@@ -139,18 +139,26 @@ def cpu_dispatch(results: list[dict]) -> str:
 
 def step_cost(result: dict) -> str:
     """One row per model and thread count of bench/step_cost.py: ms a training step per variant (a compiled
-    one's first step, which compiles, in seconds beside it), and the teacher's pass at two batch sizes."""
+    one's first step, which compiles, in seconds beside it), and the teacher's pass at two batch sizes. A result
+    with the CPU's matmul peak (`peak_gflops`, files from before it have none) also shows the peak per dtype and,
+    beside each variant's ms, its GFLOP/s and their share of its dtype's peak."""
     steps = [r for r in result["rows"] if "first_step_s" in r]
     variants = list(dict.fromkeys(r["variant"] for r in steps))
     cell = {(r["model"], r["threads"], r["variant"]): r for r in result["rows"]}
+    peaks = result.get("peak_gflops")
+    dtypes = [d for d in PEAK_DTYPES if d in next(iter(peaks.values()))] if peaks else []  # float32 first
     rows = []
     for model, threads in dict.fromkeys((r["model"], r["threads"]) for r in steps):
         ran = [cell[model, threads, v] for v in variants]
         t = cell[model, threads, TEACHER]
-        first = [f" (first {r['first_step_s']:.1f} s)" if VARIANTS[r["variant"]][1] else "" for r in ran]
-        rows.append([f"`{model}`", threads, *(f"{r['ms_per_step']:.1f}{f}" for r, f in zip(ran, first)),
+        first = [f" (first {r['first_step_s']:.1f} s)" if VARIANTS[r["variant"]].compiled else "" for r in ran]
+        rate = [f" · {r['gflops']:.1f} · {r['peak_share']:.1%}" if peaks else "" for r in ran]
+        peak = [" / ".join(f"{peaks[str(threads)][d]:.0f}" for d in dtypes)] if peaks else []
+        rows.append([f"`{model}`", threads, *peak,
+                     *(f"{r['ms_per_step']:.1f}{f}{g}" for r, f, g in zip(ran, first, rate)),
                      f"{t['ms_per_step']:.1f} / {t['ms_at_teacher_batch']:.1f}"])
-    return table(["model", "threads", *(f"{v} ms" for v in variants),
+    return table(["model", "threads", *([f"matmul peak GFLOP/s: {' / '.join(dtypes)}"] if peaks else []),
+                  *(f"{v} ms" + (" · GFLOP/s · share of peak" if peaks else "") for v in variants),
                   f"{TEACHER}: ms per {result['batch']} images at batch {result['batch']} / {TEACHER_BATCH}"], rows)
 
 

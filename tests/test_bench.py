@@ -113,16 +113,53 @@ def test_save_writes_the_result_with_the_machines_load(tmp_path, monkeypatch):
     assert 0 <= saved["environment"]["others_cpu_share"] <= 1 and len(saved["environment"]["load_average_at_end"]) == 3
 
 
-def test_step_cost_times_each_variant_in_turns_and_the_teacher_at_two_batch_sizes(monkeypatch):
-    # compiling takes half a minute: the eager variants stand for all of them here
-    monkeypatch.setattr(step_cost, "VARIANTS", {k: v for k, v in step_cost.VARIANTS.items() if not v[1]})
+def test_step_cost_times_each_variant_in_turns_and_the_teacher_at_two_batch_sizes():
+    # compiling takes half a minute: the eager variants stand for all of them here (bf16 autocast runs, emulated,
+    # on CPUs without bf16 units too)
+    variants = {k: v for k, v in step_cost.VARIANTS.items() if k in ("eager", "channels_last", "bf16")}
     threads = torch.get_num_threads()
     try:
-        rows = step_cost.measure("bn_cnn", threads=1, batch=8, steps=2, repeats=3, seed=0)
+        rows = step_cost.measure("bn_cnn", threads=1, batch=8, steps=2, repeats=3, seed=0, variants=variants,
+                                 flops=10**9, peaks={"float32": 100.0, "bfloat16": 400.0})
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    assert [r["variant"] for r in rows] == ["eager", "channels_last", step_cost.TEACHER]
-    for r in rows[:2]:
+    assert [r["variant"] for r in rows] == ["eager", "channels_last", "bf16", step_cost.TEACHER]
+    for r in rows[:3]:
         assert len(r["runs_ms"]) == 3 and r["ms_per_step"] == sorted(r["runs_ms"])[1] and r["first_step_s"] > 0
-    assert rows[2]["ms_per_step"] > 0 and rows[2]["ms_at_teacher_batch"] > 0
+        # 1e9 FLOPs a step: GFLOP/s = 1000 / ms a step
+        assert r["gflops"] == pytest.approx(1000 / r["ms_per_step"], rel=0.01)
+    assert [r["peak_share"] for r in rows[:3]] == pytest.approx(
+        [rows[0]["gflops"] / 100, rows[1]["gflops"] / 100, rows[2]["gflops"] / 400], rel=0.01)
+    assert rows[3]["ms_per_step"] > 0 and rows[3]["ms_at_teacher_batch"] > 0 and "gflops" not in rows[3]
+
+
+def test_step_flops_counts_forward_and_backward_matrix_products():
+    # a Linear(a, b) at batch n: forward 2nab; backward 2nab for the weight's gradient, and 2nab for its input's
+    # only where the input needs one: not the batch's, but a hidden layer's
+    n, a, h, b = 4, 5, 6, 3
+    x, y = torch.randn(n, a), torch.zeros(n, dtype=torch.long)
+    one = torch.nn.Linear(a, b)
+    assert step_cost.step_flops(one, x, y) == 2 * n * a * b + 2 * n * a * b
+    two = torch.nn.Sequential(torch.nn.Linear(a, h), torch.nn.ReLU(), torch.nn.Linear(h, b))
+    assert step_cost.step_flops(two, x, y) == (2 + 2) * n * a * h + (2 + 2 + 2) * n * h * b
+    assert one.weight.grad is None and two[0].weight.grad is None  # the nets are left as they were
+
+
+def test_step_flops_of_a_model_does_not_depend_on_its_batchs_values():
+    x = torch.randn(2, 1, 28, 28)
+    model = common.fashion_model("bn_cnn").train()
+    flops = step_cost.step_flops(model, x, torch.zeros(2, dtype=torch.long))
+    assert flops > 0 and flops == step_cost.step_flops(model, torch.zeros_like(x), torch.ones(2, dtype=torch.long))
+    assert step_cost.step_flops(model, torch.cat([x, x]), torch.zeros(4, dtype=torch.long)) == 2 * flops
+
+
+def test_peak_share_divides_by_the_peak_of_the_variants_dtype():
+    peaks = {"float32": 50.0, "bfloat16": 200.0}
+    assert step_cost.peak_share({"variant": "channels_last", "gflops": 10.0}, peaks) == 0.2
+    assert step_cost.peak_share({"variant": "compile", "gflops": 10.0}, peaks) == 0.2
+    assert step_cost.peak_share({"variant": "bf16 + channels_last", "gflops": 10.0}, peaks) == 0.05
+
+
+def test_matmul_gflops_is_a_positive_rate():
+    assert step_cost.matmul_gflops(torch.float32, size=64, repeats=2) > 0

@@ -119,3 +119,26 @@ def test_selection_puts_both_rules_side_by_side_on_held_out_labels():
         "| params.yaml's | 0.01 (600) | 0 | 0.8296 (epoch 10) | 0.8296 | +0.00 | 0.8197 / 0.8197 |",
         "| `train.scheduler=onecycle` | 0.01 (600) | 1 | 0.8204 (epoch 7) | 0.8312 | +1.08 | 0.8233 / 0.8276 |",
     ]
+
+
+def step_row(variant, ms, **rest):
+    return {"model": "bn_cnn", "threads": 2, "batch": 64, "variant": variant, "ms_per_step": ms, **rest}
+
+
+def test_step_cost_shows_rates_and_the_peak_only_where_the_result_has_them():
+    old = {"batch": 64, "rows": [step_row("eager", 43.51, first_step_s=0.1),
+                                 step_row("compile", 44.4, first_step_s=12.34),
+                                 step_row(tables.TEACHER, 16.2, ms_at_teacher_batch=30.4)]}
+    assert tables.step_cost(old).splitlines() == [
+        "| model | threads | eager ms | compile ms | teacher pass, no gradient: ms per 64 images at batch 64 / 512 |",
+        "| --- | --- | --- | --- | --- |",
+        "| `bn_cnn` | 2 | 43.5 | 44.4 (first 12.3 s) | 16.2 / 30.4 |"]
+    new = {"batch": 64, "peak_gflops": {"2": {"bfloat16": 602.6, "float32": 151.24}},  # keys sorted, as saved
+           "rows": [step_row("eager", 43.51, first_step_s=0.1, gflops=11.52, peak_share=0.0762),
+                    step_row("bf16", 30.0, first_step_s=0.1, gflops=16.71, peak_share=0.0277),
+                    step_row(tables.TEACHER, 16.2, ms_at_teacher_batch=30.4)]}
+    assert tables.step_cost(new).splitlines() == [
+        "| model | threads | matmul peak GFLOP/s: float32 / bfloat16 | eager ms · GFLOP/s · share of peak "
+        "| bf16 ms · GFLOP/s · share of peak | teacher pass, no gradient: ms per 64 images at batch 64 / 512 |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| `bn_cnn` | 2 | 151 / 603 | 43.5 · 11.5 · 7.6% | 30.0 · 16.7 · 2.8% | 16.2 / 30.4 |"]
