@@ -1,4 +1,5 @@
-"""Train one recipe on the real data outside DVC and print its test accuracy: for exploring recipes fast.
+"""Train one recipe on the real data outside DVC and print its validation and test accuracy: for exploring
+recipes fast. Choose among recipes on `valid_acc` (the kept epoch's, on the validation labels the run may use).
 
     python -m bench.recipe --frac 0.1 --model bn_cnn \
         train.epochs=30 train.augment=flip_crop ssl.method=fixmatch ssl.unlabeled_ratio=3
@@ -46,7 +47,9 @@ def main() -> None:
     test_loss, test_acc = loss_and_accuracy(
         predict_trained(model, result, torch.from_numpy(d["x_test"]), device, bf16(device, cfg)),
         torch.from_numpy(d["y_test"]).to(device))
-    row = {"model": args.model, "labeled_frac": args.frac, "seed": p.seed, "overrides": args.overrides, "test_acc": test_acc,
+    kept = result["history"][result["best_epoch"] - 1]  # the epoch whose weights were kept
+    row = {"model": args.model, "labeled_frac": args.frac, "seed": p.seed, "overrides": args.overrides,
+           "valid_acc": kept["valid_acc"], "test_acc": test_acc,
            "test_loss": test_loss, "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
            "train_seconds": round(result["train_seconds"], 2), "device": result["device"]}
     print(json.dumps(row))

@@ -115,37 +115,37 @@ class SplitConfig(Section):
 class TrainConfig(Section):
     """How the train stage fits a model (params.yaml `train:`)."""
     optimizer: Optimizer = Field("adam", description=f"optimizer: {registry.OPTIMIZERS.describe()}")
-    lr: float = Field(0.001, gt=0, le=10, description="learning rate (the peak rate for onecycle); at most 10, "
+    lr: float = Field(0.003, gt=0, le=10, description="learning rate (the peak rate for onecycle); at most 10, "
                                                       "far above any rate that trains (1e-4 to 1)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum (published FixMatch)")
     weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty coefficient; at most 1 (more shrinks the "
                                                              "weights faster than any gradient grows them)")
-    batch_size: int = Field(64, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike); "
+    batch_size: int = Field(128, ge=1, le=2**20, description="images per batch (labeled and unlabeled alike); "
                                                           "larger than the labeled set: one batch of all of it")
-    epochs: int = Field(10, ge=1, le=10**6, description="epochs: each ends with validation, early stopping and a resume "
+    epochs: int = Field(4, ge=1, le=10**6, description="epochs: each ends with validation, early stopping and a resume "
                                                        "checkpoint")
     epoch_steps: Annotated[int, Field(ge=1, le=10**7)] | None = Field(
         None, description="optimizer steps (labeled batches) per epoch, drawn from as many shuffled passes over the "
-                          "labeled images as they take; null: one pass over the whole train split's worth (844 for "
-                          "Fashion-MNIST at batch 64), the same budget at every labeled_frac")
-    scheduler: Scheduler = Field("none", description=f"learning-rate schedule: {registry.SCHEDULERS.describe()}")
+                          "labeled images as they take; null: one pass over the whole train split's worth (422 for "
+                          "Fashion-MNIST at batch 128), the same budget at every labeled_frac")
+    scheduler: Scheduler = Field("onecycle", description=f"learning-rate schedule: {registry.SCHEDULERS.describe()}")
     step_milestones: list[Annotated[int, Field(ge=1, le=10**6)]] = Field(
-        [5, 8], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
+        [2, 3], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
     patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
     select_metric: Literal["valid_acc", "valid_loss", "last"] = Field(
-        "valid_acc", description="the checkpoint kept: the epoch with the best valid_acc or valid_loss (on the "
+        "last", description="the checkpoint kept: the epoch with the best valid_acc or valid_loss (on the "
                                  "labeled_frac of validation labels the run may use), or the last epoch run")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the labeled cross-entropy")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="auto: CUDA when torch sees a GPU, else Apple's GPU (mps), else the CPU; a named GPU "
                             "torch does not see is an error")
     amp: bool = Field(True, description="bf16 autocast on CUDA")
-    cpu_bf16: bool = Field(False, description="bf16 autocast on the CPU, where it has bf16 matrix units (AMX, "
+    cpu_bf16: bool = Field(True, description="bf16 autocast on the CPU, where it has bf16 matrix units (AMX, "
                                               "AVX-512 BF16: detected; float32 on other CPUs)")
     augment: AugmentPolicy = Field(
         "none", description=f"labeled batches (and the weak view): {registry.AUGMENTS.describe()}")
-    channels_last: bool = Field(False, description="NHWC memory layout for the convolutions")
+    channels_last: bool = Field(True, description="NHWC memory layout for the convolutions")
     ema: float = Field(0.0, ge=0, lt=1, description="decay per step of a weight average that is validated, "
                                                     "saved and used as the teacher (see ssl.ema_teacher); 0: off")
 

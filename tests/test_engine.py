@@ -40,7 +40,9 @@ def run_fit(model=None, n=100, epochs=3, labeled=None, valid=None, seed=0, log_e
     vx, vy = valid if valid is not None else separable(50, seed=1)
     labeled = range(n) if labeled is None else labeled
     unlabeled = sorted(set(range(n)) - set(labeled))
-    config = TrainConfig(**{"epochs": epochs, "batch_size": 20, "device": "cpu", "lr": 3e-3, **cfg})
+    # a constant rate, selection on valid_acc and float32, whatever params.yaml's recipe: what the tests below assume
+    config = TrainConfig(**{"epochs": epochs, "batch_size": 20, "device": "cpu", "lr": 3e-3, "scheduler": "none",
+                            "select_metric": "valid_acc", "cpu_bf16": False, **cfg})
     return fit(model or tiny_model(), FitInputs(x, y, list(labeled), unlabeled, vx, vy), config, seed,
                hooks=Hooks(log_epoch))
 

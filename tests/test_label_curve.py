@@ -12,7 +12,7 @@ from dvcrepo import REPO, commit, run
 from test_pipeline_train import make_project
 
 
-def record(frac, method, acc, timestamp, model="cnn", seed=0, rev=None, epochs=10):
+def record(frac, method, acc, timestamp, model="cnn", seed=0, rev=None, epochs=params.TrainConfig().epochs):
     """One commit/experiment record shaped like DVC 3's `dvc exp show --json`."""
     settings = {"labeled_frac": frac, "seed": seed, "ssl": {"method": method}, "train": {"epochs": epochs}}
     return {"rev": rev or f"sha-{timestamp}", "data": {
@@ -34,14 +34,14 @@ def test_curve_rows_one_per_run_newest_wins_sorted():
         record(0.1, "skip", 0.87, "2026-01-03T00:00:00"),      # rerun of the same cell and seed: newer wins
         record(0.1, "skip", 0.80, "2026-01-03T00:00:01", seed=1),  # another seed: its own row
         record(0.1, "fixmatch", 0.90, "2026-01-02T00:00:00"),
-        record(0.1, "skip", 0.83, "2026-01-02T00:00:01", epochs=4),  # another recipe: its own row
+        record(0.1, "skip", 0.83, "2026-01-02T00:00:01", epochs=40),  # another recipe: its own row
         record(0.05, "fixmatch", None, "2026-01-04T00:00:00"),  # failed: no metrics, no row
     )
     rows = curve_rows(show, "cnn")
     assert [(r["method"], r["recipe"], r["labeled_frac"], r["seed"], r["test_acc"]) for r in rows] == [
         ("fixmatch", "", 0.1, 0, 0.90), ("skip", "", 0.1, 0, 0.87), ("skip", "", 0.1, 1, 0.80),
-        ("skip", "", 1.0, 0, 0.92), ("skip", "train.epochs=4", 0.1, 0, 0.83)]
-    assert rows[1]["rev"] == "sha-2026-01-03T00:00:00" and rows[1]["epochs"] == 10 and rows[1]["model"] == "cnn"
+        ("skip", "", 1.0, 0, 0.92), ("skip", "train.epochs=40", 0.1, 0, 0.83)]
+    assert rows[1]["rev"] == "sha-2026-01-03T00:00:00" and rows[1]["epochs"] == params.TrainConfig().epochs and rows[1]["model"] == "cnn"
 
 
 def test_a_recipe_is_what_a_run_sets_beyond_the_defaults_and_the_grid_as_dvc_exp_run_takes_it():
@@ -49,10 +49,10 @@ def test_a_recipe_is_what_a_run_sets_beyond_the_defaults_and_the_grid_as_dvc_exp
     assert recipe(settings) == ""
     settings.update(labeled_frac=0.01, seed=2, models=["lenet"])  # the grid's axes, and which models ran
     settings["ssl"].update(method="fixmatch", unlabeled_ratio=1, dist_align=True)
-    settings["train"].update(augment="flip_crop", epoch_steps=700, step_milestones=[2, 3])
+    settings["train"].update(augment="flip_crop", epoch_steps=700, step_milestones=[1, 2])
     settings["data"]["timeout_s"] = 5.0  # where files come from, not how a model learns
     assert recipe(settings) == ("ssl.dist_align=true ssl.unlabeled_ratio=1 train.augment=flip_crop "
-                                "train.epoch_steps=700 train.step_milestones=[2, 3]")
+                                "train.epoch_steps=700 train.step_milestones=[1, 2]")
     settings["train"]["retired_setting"] = 1  # an older params.yaml's key that has no default now
     assert "train.retired_setting=1" in recipe(settings).split(" ")
 

@@ -126,7 +126,7 @@ def test_dvc_style_exponent_floats_validate(raw, tmp_path):
     ("ssl.dist_align=true", "ssl.dist_align works with ssl.method fixmatch or flexmatch, not skip: "
                             "set ssl.dist_align to false"),
     ("train.nesterov=true", "train.nesterov needs train.optimizer sgd and train.momentum above 0"),
-    (("train.scheduler=step", "train.epochs=3"), "train.step_milestones [5, 8] are not before the last of "
+    (("train.scheduler=step", "train.epochs=3"), "train.step_milestones [3] are not before the last of "
                                                  "train.epochs (3), so they would never apply"),
     (("dataset=mnist", "evaluate.tta=mirror"), "evaluate.tta=mirror averages each image with its mirror image, "
                                                "which in mnist shows another class: set evaluate.tta to none"),

@@ -169,7 +169,7 @@ def test_one_optimizer_step_per_labeled_batch(monkeypatch):
     monkeypatch.setattr(engine, "_step", lambda *args: steps.append(len(kinds)))  # batches seen at each step
     x, y = separable(N)
     labeled = list(range(0, N, 3))
-    cfg = TrainConfig(epochs=1, batch_size=5, device="cpu")
+    cfg = TrainConfig(epochs=1, batch_size=5, device="cpu", scheduler="none")
     fit(tiny_model(), FitInputs(x, mask_labels(y, labeled), labeled, sorted(set(range(N)) - set(labeled)), x, y), cfg, 0,
         SSLConfig(method="fixmatch", threshold=0.0, warmup_epochs=0))
     expected = [i + 1 for i, labeled_batch in enumerate(kinds) if labeled_batch]
