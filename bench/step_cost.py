@@ -23,6 +23,7 @@ peak of its dtype (bf16 variants against bfloat16) at its thread count.
 
     python -m bench.step_cost                       # -> bench/results/step_cost.json
     python -m bench.step_cost --threads 1 2 --name step_cost_quota1   # e.g. inside a 1-CPU cgroup quota
+    python -m bench.step_cost --profile "bf16 + channels_last"        # per operator, printed, nothing saved
 """
 import argparse
 import copy
@@ -35,6 +36,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import environment, fashion_model, save
@@ -146,6 +148,27 @@ def measure(model_name: str, threads: int, batch: int, steps: int, repeats: int,
     return rows
 
 
+def operator_shares(model_name: str, variant: Variant, threads: int, batch: int, steps: int, seed: int,
+                    top: int = 12) -> list[tuple[str, float]]:
+    """The `top` operators of an eager `variant` step by their share of the step's self CPU time (torch.profiler
+    over `steps` steps after 5 untimed ones): where a step's time goes besides its matrix products."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = fashion_model(model_name).to(memory_format=variant.layout).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=variant.layout)
+    step = functools.partial(train_step, model, opt, x, torch.randint(0, 10, (batch,)), variant.bf16)
+    for _ in range(5):
+        step()
+    with profile() as prof:
+        for _ in range(steps):
+            step()
+    ops = prof.key_averages()
+    total = sum(op.self_cpu_time_total for op in ops)
+    return [(op.key, op.self_cpu_time_total / total)
+            for op in sorted(ops, key=lambda op: -op.self_cpu_time_total)[:top]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["bn_cnn", "bn_wide"])
@@ -155,7 +178,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="turns; the median is kept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="step_cost", help="bench/results/<name>.json")
+    parser.add_argument("--profile", choices=[n for n, v in VARIANTS.items() if not v.compiled],
+                        help="instead: print where one eager variant's step spends its time, per operator")
     args = parser.parse_args()
+    if args.profile:
+        for model_name in args.models:
+            for threads in args.threads:
+                print(f"{model_name} x{threads} threads  {args.profile}: share of the step's self CPU time")
+                for op, share in operator_shares(model_name, VARIANTS[args.profile], threads, args.batch,
+                                                 args.steps, args.seed):
+                    print(f"  {op:<45} {share:6.1%}")
+        return
     env = environment(CPU)
     bf16_units = cpu_bf16_units()
     variants = {name: v for name, v in VARIANTS.items() if bf16_units or not v.bf16}

@@ -184,6 +184,7 @@ def tables() -> dict[str, str]:
         "cpu_dispatch": cpu_dispatch([json.loads(p.read_text()) for p in sorted(RESULTS.glob("cpu_dispatch*.json"))]),
         "step_cost": step_cost(json.loads((RESULTS / "step_cost.json").read_text())),
         "step_cost_quota1": step_cost(json.loads((RESULTS / "step_cost_quota1.json").read_text())),
+        "step_cost_bf16": step_cost(json.loads((RESULTS / "step_cost_bf16.json").read_text())),
         # ssl_grid.sh's cells train with flip_crop; its one flip_crop_cutout run is quoted in the prose
         "ssl_grid_h100": method_grid([r for r in grid if "train.augment=flip_crop" in r["overrides"]]),
         "ssl_methods_cpu": ssl_methods(recipe_runs(RESULTS / "ssl_methods_cpu.jsonl")),

@@ -163,3 +163,11 @@ def test_peak_share_divides_by_the_peak_of_the_variants_dtype():
 
 def test_matmul_gflops_is_a_positive_rate():
     assert step_cost.matmul_gflops(torch.float32, size=64, repeats=2) > 0
+
+
+def test_operator_shares_rank_a_steps_operators_by_their_share_of_its_time():
+    shares = step_cost.operator_shares("cnn", step_cost.VARIANTS["channels_last"], threads=1, batch=4, steps=2,
+                                       seed=0, top=10**6)
+    fractions = [share for _, share in shares]
+    assert fractions == sorted(fractions, reverse=True) and 0.99 <= sum(fractions) <= 1 + 1e-9  # all of them
+    assert {"aten::convolution_backward", "aten::bernoulli_"} <= {op for op, _ in shares}  # cnn's conv, dropout
