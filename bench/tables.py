@@ -127,6 +127,29 @@ def ssl_methods(runs: list[dict]) -> str:
                  sorted(rows, key=lambda cells: (cells[0] != "`skip`", cells[0])))
 
 
+def skip_tuning(runs: list[dict]) -> str:
+    """One row per labeled_frac and recipe of bench/recipe.py's runs: validation accuracy on the run's own labels
+    (which chooses) and test accuracy (the record), seeds side by side. Per labeled_frac, the recipe with the
+    best seed-0 validation accuracy is marked chosen (the first of a tie, in the file's order)."""
+    recipes = {}  # (labeled_frac, recipe) -> {seed: run}, in the file's order
+    for r in runs:
+        recipes.setdefault((r["labeled_frac"], " ".join(f"`{o}`" for o in r["overrides"])), {})[r["seed"]] = r
+    chosen = {}
+    for (frac, recipe), by_seed in recipes.items():
+        if 0 in by_seed and (frac not in chosen or by_seed[0]["valid_acc"] > recipes[frac, chosen[frac]][0]["valid_acc"]):
+            chosen[frac] = recipe
+    rows = []
+    for (frac, recipe), by_seed in sorted(recipes.items(), key=lambda item: item[0][0]):
+        seeds = sorted(by_seed)
+        test = [by_seed[s]["test_acc"] for s in seeds]
+        rows.append([labels(frac, "v2"), recipe + (" **(chosen)**" if chosen.get(frac) == recipe else ""),
+                     " / ".join(map(str, seeds)), " / ".join(f"{by_seed[s]['valid_acc']:.4f}" for s in seeds),
+                     " / ".join(f"{t:.4f}" for t in test), f"{sum(test) / len(test):.4f}",
+                     " / ".join(f"{by_seed[s]['train_seconds']:.0f}" for s in seeds)])
+    return table(["labeled_frac (labels)", "recipe", "seeds", "valid acc (chooses)", "test acc (record only)",
+                  "mean test acc", "train s"], rows)
+
+
 def cpu_dispatch(results: list[dict]) -> str:
     """One row per fresh process of bench/cpu_dispatch.py, per CPU it ran on (one results file each): the
     kernels asked for and got, and what they trained (same code: the files' git_rev)."""
@@ -192,6 +215,7 @@ def tables() -> dict[str, str]:
         "label_curve_means": markdown_table(summarize(curve_runs(REPO / "reports" / "label_curve.csv"))),
         "label_curve_per_pass": method_grid(per_pass, seconds=True),
         "selection": selection(json_lines(RESULTS / "selection.jsonl")),
+        "skip_tuning": skip_tuning(json_lines(RESULTS / "skip_tuning.jsonl")),
     }
 
 

@@ -121,6 +121,20 @@ def test_selection_puts_both_rules_side_by_side_on_held_out_labels():
     ]
 
 
+def test_skip_tuning_chooses_per_fraction_on_seed_0s_validation_accuracy_never_on_test():
+    def run(frac, aug, seed, valid, test):
+        return {"labeled_frac": frac, "overrides": [f"train.augment={aug}"], "seed": seed, "valid_acc": valid,
+                "test_acc": test, "train_seconds": 60.0}
+
+    runs = [run(0.01, "none", 0, 0.80, 0.83), run(0.01, "crop", 0, 0.85, 0.81),  # crop: better valid, worse test
+            run(0.05, "none", 0, 0.90, 0.88), run(0.01, "crop", 1, 0.95, 0.82), run(0.01, "none", 1, 0.70, 0.80)]
+    assert tables.skip_tuning(runs).splitlines()[2:] == [
+        "| 0.01 (600) | `train.augment=none` | 0 / 1 | 0.8000 / 0.7000 | 0.8300 / 0.8000 | 0.8150 | 60 / 60 |",
+        "| 0.01 (600) | `train.augment=crop` **(chosen)** | 0 / 1 | 0.8500 / 0.9500 | 0.8100 / 0.8200 | 0.8150 | 60 / 60 |",
+        "| 0.05 (3,000) | `train.augment=none` **(chosen)** | 0 | 0.9000 | 0.8800 | 0.8800 | 60 |",
+    ]
+
+
 def step_row(variant, ms, **rest):
     return {"model": "bn_cnn", "threads": 2, "batch": 64, "variant": variant, "ms_per_step": ms, **rest}
 
