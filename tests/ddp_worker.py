@@ -62,8 +62,10 @@ def main() -> None:
     x, y, labeled, unlabeled = hidden_label_data(n=120)
     torch.manual_seed(1)
     vx, vy = x[:40], torch.arange(40) % 10
-    # a budget of one pass over the labeled images: every index once per epoch, shared between the ranks
-    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", amp=False, ema=0.9, augment="flip_crop",
+    # a budget of one pass over the labeled images: every index once per epoch, shared between the ranks; the
+    # best valid_acc epoch kept, float32 and the default layout, as the test's single-process comparison assumes
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", amp=False, cpu_bf16=False, channels_last=False, ema=0.9,
+                      augment="flip_crop", select_metric="valid_acc",
                       epoch_steps=one_pass_batches(len(labeled), 16, dist.world_size))
     ssl = SSLConfig(method="flexmatch", dist_align=True, threshold=0.3, warmup_epochs=0, unlabeled_ratio=None)
     model = build_model("bn_small", 1, 28, 10)
