@@ -34,7 +34,7 @@ from dvc.exceptions import PathMissingError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from fewlabels.atomic import atomic_path  # noqa: E402
-from fewlabels.curve import (FIELDS, curve_rows, markdown_table, merge, plot_curve, protocol, queue_tasks,  # noqa: E402
+from bench.curve import (FIELDS, curve_rows, markdown_table, merge, plot_curve, protocol, queue_tasks,  # noqa: E402
                              summarize)
 from fewlabels.params import load  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import report
 from bench.common import REPO, RESULTS
 from bench.step_cost import PEAK_DTYPES, TEACHER, TEACHER_BATCH, VARIANTS
-from fewlabels.curve import markdown_table, merge, summarize
+from bench.curve import markdown_table, merge, summarize
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
 MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bench import tables
-from fewlabels.curve import FIELDS
+from bench.curve import FIELDS
 
 
 def test_every_rendered_table_has_its_place_in_the_docs():

@@ -7,7 +7,7 @@ import matplotlib.image
 import pytest
 
 from fewlabels import params
-from fewlabels.curve import curve_rows, markdown_table, merge, queue_tasks, recipe, summarize
+from bench.curve import curve_rows, markdown_table, merge, queue_tasks, recipe, summarize
 from dvcrepo import REPO, commit, run
 from test_pipeline_train import make_project
 
@@ -152,13 +152,19 @@ def test_a_bad_shard_is_refused(text):
         label_curve.shard_arg(text)
 
 
+def copy_curve_script(repo):
+    """bench/label_curve.py and the bench modules it imports, into the scratch repository `repo`."""
+    (repo / "bench").mkdir()
+    for name in ("__init__.py", "curve.py", "label_curve.py"):
+        shutil.copy(REPO / "bench" / name, repo / "bench")
+
+
 @pytest.mark.slow
 def test_two_hosts_share_the_grid_through_git_and_dvc_remotes(tmp_path):
     """Two clones stand in for two hosts: a bare repository is the shared Git remote, a directory the DVC
     remote. Each runs its shard and pushes; the curve drawn in the second holds the first one's runs too."""
     first = make_project(tmp_path)
-    (first / "bench").mkdir()
-    shutil.copy(REPO / "bench" / "label_curve.py", first / "bench")
+    copy_curve_script(first)
     run(first, "dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-store"))
     commit(first, "curve script and DVC remote")
     run(tmp_path, "git", "init", "-q", "--bare", "shared.git")
@@ -181,8 +187,7 @@ def test_two_hosts_share_the_grid_through_git_and_dvc_remotes(tmp_path):
 @pytest.mark.slow
 def test_label_curve_command_queues_runs_and_draws(tmp_path):
     repo = make_project(tmp_path)
-    (repo / "bench").mkdir()
-    shutil.copy(REPO / "bench" / "label_curve.py", repo / "bench")
+    copy_curve_script(repo)
     commit(repo, "curve script")
     out = run(repo, "python", "bench/label_curve.py", "--fracs", "0.5", "1.0", "--methods", "skip", "fixmatch",
               "--seeds", "3", "--set", "train.epochs=1", "--set", "models=[lenet]", "--model", "lenet")
@@ -218,8 +223,7 @@ def test_label_curve_command_queues_runs_and_draws(tmp_path):
 def test_label_curve_refuses_uncommitted_params(tmp_path):
     """Every queued cell would inherit a leftover edit (e.g. the last `dvc exp run -S`'s params) unseen."""
     repo = make_project(tmp_path)
-    (repo / "bench").mkdir()
-    shutil.copy(REPO / "bench" / "label_curve.py", repo / "bench")
+    copy_curve_script(repo)
     commit(repo, "curve script")
     params = repo / "params.yaml"
     text = params.read_text()
