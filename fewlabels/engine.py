@@ -213,11 +213,13 @@ def end_epoch(state: TrainState, loop: Loop, row: dict, stop: bool) -> None:
     if state.best_score is None or score > state.best_score:
         state.best_score, state.best_epoch = score, row["epoch"]
         state.best_state = copy.deepcopy(state.scored.state_dict())
-    # Early stopping watches valid loss whatever metric picks the checkpoint.
+    # Early stopping watches valid loss whatever metric picks the checkpoint; with "last" there is none: it would
+    # keep the epoch it gave up on, before an annealed schedule (onecycle, cosine) reached its end.
     state.stale = 0 if row["valid_loss"] <= min(r["valid_loss"] for r in state.history) else state.stale + 1
-    if state.stale >= cfg.patience and not stop:
+    gave_up = cfg.select_metric != "last" and state.stale >= cfg.patience
+    if gave_up and not stop:
         print(f"early stop: valid loss has not improved for {cfg.patience} epochs")
-    state.stopped = stop or state.stale >= cfg.patience
+    state.stopped = stop or gave_up
 
 
 def resume(state: TrainState, loop: Loop, hooks: Hooks) -> None:

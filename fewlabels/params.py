@@ -132,7 +132,8 @@ class TrainConfig(Section):
     scheduler: Scheduler = Field("onecycle", description=f"learning-rate schedule: {registry.SCHEDULERS.describe()}")
     step_milestones: list[Annotated[int, Field(ge=1, le=10**6)]] = Field(
         [2, 3], description="epochs (1-based) after which the step schedule divides the learning rate by 10")
-    patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss")
+    patience: int = Field(5, ge=1, le=10**6, description="early stopping: epochs without a lower valid loss (none with "
+                                                       "select_metric last, which keeps the run's end)")
     select_metric: Literal["valid_acc", "valid_loss", "last"] = Field(
         "last", description="the checkpoint kept: the epoch with the best valid_acc or valid_loss (on the "
                                  "labeled_frac of validation labels the run may use), or the last epoch run")

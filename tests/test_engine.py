@@ -161,6 +161,14 @@ def test_early_stopping_on_valid_loss(monkeypatch, losses, patience, epochs_run)
     assert [r["valid_loss"] for r in result["history"]] == losses[:epochs_run]
 
 
+def test_no_early_stopping_when_the_last_epoch_is_kept(monkeypatch):
+    """select_metric last keeps the run's end (an annealed schedule's): stopping early would keep an epoch the
+    schedule never meant to end on."""
+    scripted_validation(monkeypatch, [1.0, 1.1, 1.2, 1.3])
+    result = run_fit(epochs=4, patience=1, select_metric="last")
+    assert result["epochs_run"] == 4 and result["best_epoch"] == 4
+
+
 def test_early_stopping_with_real_validation():
     # Valid labels shifted by one class: the better the model learns, the worse the valid loss.
     vx, vy = separable(50, seed=1)

@@ -93,7 +93,7 @@ def test_an_early_stopped_run_resumes_as_stopped(tmp_path, monkeypatch):
 
     losses = iter([1.0, 2.0, 3.0, 4.0])  # never improves after epoch 1: patience 2 stops after epoch 3
     monkeypatch.setattr(engine, "loss_and_accuracy", lambda logits, labels: (next(losses), 0.5))
-    monkeypatch.setitem(RECIPES, "patience", ({"patience": 2}, {}))
+    monkeypatch.setitem(RECIPES, "patience", ({"patience": 2, "select_metric": "valid_acc"}, {}))
     whole, states = train(tmp_path, "patience")
     assert whole["epochs_run"] == 3 and states[-1]["counters"]["stopped"]
     resumed, more = train(tmp_path, "patience", resume=copy.deepcopy(states[-1]))
