@@ -83,6 +83,15 @@ def timed(fn, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def variant_step(model_name: str, v: Variant, x, y, seed: int):
+    """One training step of a fresh `model_name` (seeded) run as variant `v`, on the batch (x, y), as a callable."""
+    torch.manual_seed(seed)
+    model = fashion_model(model_name).to(memory_format=v.layout).train()
+    net = torch.compile(model) if v.compiled else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return functools.partial(train_step, net, opt, x.contiguous(memory_format=v.layout), y, v.bf16)
+
+
 def step_flops(net, x, y) -> int:
     """FLOPs of one forward and backward pass of `net` on the batch (x, y) with cross-entropy, as FlopCounterMode
     counts them: matrix products and convolutions, 2 a multiply-add. `net` itself is left as it was."""
@@ -117,11 +126,7 @@ def measure(model_name: str, threads: int, batch: int, steps: int, repeats: int,
     y = torch.randint(0, 10, (batch,), generator=g)
     runs = {}
     for name, v in variants.items():
-        torch.manual_seed(seed)
-        model = fashion_model(model_name).to(memory_format=v.layout).train()
-        net = torch.compile(model) if v.compiled else model
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = functools.partial(train_step, net, opt, x.contiguous(memory_format=v.layout), y, v.bf16)
+        step = variant_step(model_name, v, x, y, seed)
         first = timed(step, 1)  # builds the graph and compiles it, under torch.compile
         step()
         runs[name] = {"step": step, "first_step_s": first, "ms": []}
@@ -153,11 +158,7 @@ def operator_shares(model_name: str, variant: Variant, threads: int, batch: int,
     """The `top` operators of an eager `variant` step by their share of the step's self CPU time (torch.profiler
     over `steps` steps after 5 untimed ones): where a step's time goes besides its matrix products."""
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = fashion_model(model_name).to(memory_format=variant.layout).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=variant.layout)
-    step = functools.partial(train_step, model, opt, x, torch.randint(0, 10, (batch,)), variant.bf16)
+    step = variant_step(model_name, variant, torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,)), seed)
     for _ in range(5):
         step()
     with profile() as prof:

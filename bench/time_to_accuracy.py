@@ -83,7 +83,7 @@ def project_contender(model_name: str, cfg, data: dict, targets, max_epochs: int
     device = resolve_device(cfg.device)
     runs, rows, left = [], [], sorted(targets)
     for epochs in range(1, max_epochs + 1):
-        budget = cfg.model_copy(update={"epochs": epochs, "select_metric": "last", "patience": epochs})
+        budget = cfg.model_copy(update={"epochs": epochs, "select_metric": "last"})  # last: no early stop
         torch.manual_seed(p.seed)
         model = fashion_model(model_name)
         result = fit(model, FitInputs(x, y, np.arange(len(x)), np.array([], dtype=np.int64), *valid), budget, p.seed)
