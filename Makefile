@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test test-quick check setup fashion-mnist label-curve bench docs lock lock-cpu image-test
+.PHONY: run test test-quick check setup fashion-mnist label-curve pareto bench docs lock lock-cpu image-test
 run: $(STAMP) fashion-mnist
 	dvc repro
 
@@ -32,6 +32,9 @@ setup: $(STAMP)
 # the other (each pushes its experiments), then `make label-curve ARGS=--plot-only GIT_REMOTE=origin` anywhere.
 label-curve: $(STAMP)  ## queue labeled_frac x ssl.method x seed experiments and draw reports/label_curve.png
 	python bench/label_curve.py $(if $(SHARD),--shard $(SHARD)) $(if $(GIT_REMOTE),--git-remote $(GIT_REMOTE)) $(ARGS)
+
+pareto: $(STAMP)  ## queue tuned skip vs fixmatch at 1, 2, 4.5 CPU-minutes x 3 seeds, draw reports/pareto.png (CPU: hours)
+	python bench/pareto.py $(ARGS)
 
 bench: $(STAMP)  ## issue #5: the notebooks vs the project -> bench/results/*.json and a table (CPU: ~12 min)
 	bash bench/run_all.sh

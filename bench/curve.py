@@ -53,8 +53,10 @@ def _records(node):
     """(rev, data) of every commit and experiment in `dvc exp show --json`: dicts whose 'data' has params."""
     if isinstance(node, dict):
         data = node.get("data")
-        if isinstance(data, dict) and "params" in data and node.get("rev") != "workspace":
-            yield node.get("rev"), data  # the workspace is a copy of a run, not a run of its own
+        # the workspace is a copy of a run, not a run of its own; a failed (or killed) experiment shows the
+        # metrics committed in its baseline as if they were its own
+        if isinstance(data, dict) and "params" in data and node.get("rev") != "workspace" and not node.get("error"):
+            yield node.get("rev"), data
         for value in node.values():
             yield from _records(value)
     elif isinstance(node, list):

@@ -114,6 +114,30 @@ def with_run_records(rows: list[dict]) -> list[dict]:
     return kept
 
 
+def collect(model: str, out: Path) -> list[dict]:
+    """Every experiment's row for `model` (from `dvc exp show` and each run's record), merged into
+    out/label_curve.csv, which is rewritten and returned."""
+    rows = with_run_records(curve_rows(json.loads(dvc("exp", "show", "--json")), model))
+    csv_path = out / "label_curve.csv"
+    if csv_path.exists():
+        with open(csv_path, newline="") as f:
+            rows = merge(list(csv.DictReader(f)), rows)
+    if not rows:
+        sys.exit(f"error: no experiment has metrics/{model}.json yet; run without --plot-only first")
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def start_and_wait(jobs: int) -> list[str]:
+    """Run the queued experiments, `jobs` at once; the names of those that succeeded."""
+    # Not through dvc(): the queue's worker would inherit the captured pipe and keep it open to the end.
+    subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], check=True, stdout=subprocess.DEVNULL)
+    return wait_for_queue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fracs", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.25, 1.0])
@@ -134,26 +158,13 @@ def main() -> None:
         refuse_uncommitted_settings()
         cells = grid(args.fracs, args.methods, args.seeds, args.shard)
         print(f"queued {queue_grid(cells, args.sets)} experiments", flush=True)
-        # Not through dvc(): the queue's worker would inherit the captured pipe and keep it open to the end.
-        subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], check=True, stdout=subprocess.DEVNULL)
-        ran = wait_for_queue()
+        ran = start_and_wait(args.jobs)
         if args.git_remote and ran:
             dvc("exp", "push", args.git_remote, *ran)  # git refs, and their outputs to the DVC remote
     if args.git_remote:
         dvc("exp", "pull", args.git_remote)  # every host's experiments of this commit, with their outputs
 
-    rows = with_run_records(curve_rows(json.loads(dvc("exp", "show", "--json")), model))
-    csv_path = args.out / "label_curve.csv"
-    if csv_path.exists():
-        with open(csv_path, newline="") as f:
-            rows = merge(list(csv.DictReader(f)), rows)
-    if not rows:
-        sys.exit(f"error: no experiment has metrics/{model}.json yet; run without --plot-only first")
-    with atomic_path(args.out / "label_curve.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = summarize(rows)
+    summary = summarize(collect(model, args.out))
     fig = plot_curve(summary, model, "label efficiency")
     with atomic_path(args.out / "label_curve.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)

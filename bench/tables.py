@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench import report
+from bench import pareto, report
 from bench.common import REPO, RESULTS
 from bench.step_cost import PEAK_DTYPES, TEACHER, TEACHER_BATCH, VARIANTS
 from bench.curve import markdown_table, merge, summarize
@@ -62,6 +62,14 @@ def curve_runs(path: Path) -> list[dict]:
     """A label-curve CSV's rows, numbers as numbers (as fewlabels.curve.merge reads back the kept rows)."""
     with open(path, newline="") as f:
         return merge(list(csv.DictReader(f)), [])
+
+
+def pareto_points(path: Path) -> list[dict]:
+    """reports/pareto.csv's points (bench.pareto.budget_points), numbers as numbers."""
+    with open(path, newline="") as f:
+        return [dict(r, labeled_frac=float(r["labeled_frac"]), epochs=int(r["epochs"]), n=int(r["n"]),
+                     train_seconds=float(r["train_seconds"]), test_acc=float(r["test_acc"]), std=float(r["std"]))
+                for r in csv.DictReader(f)]
 
 
 def per_pass_runs(path: Path) -> list[dict]:
@@ -130,14 +138,11 @@ def ssl_methods(runs: list[dict]) -> str:
 def skip_tuning(runs: list[dict]) -> str:
     """One row per labeled_frac and recipe of bench/recipe.py's runs: validation accuracy on the run's own labels
     (which chooses) and test accuracy (the record), seeds side by side. Per labeled_frac, the recipe with the
-    best seed-0 validation accuracy is marked chosen (the first of a tie, in the file's order)."""
+    best seed-0 validation accuracy is marked chosen (bench.pareto.tuned_recipes)."""
     recipes = {}  # (labeled_frac, recipe) -> {seed: run}, in the file's order
     for r in runs:
         recipes.setdefault((r["labeled_frac"], " ".join(f"`{o}`" for o in r["overrides"])), {})[r["seed"]] = r
-    chosen = {}
-    for (frac, recipe), by_seed in recipes.items():
-        if 0 in by_seed and (frac not in chosen or by_seed[0]["valid_acc"] > recipes[frac, chosen[frac]][0]["valid_acc"]):
-            chosen[frac] = recipe
+    chosen = {frac: " ".join(f"`{o}`" for o in overrides) for frac, overrides in pareto.tuned_recipes(runs).items()}
     rows = []
     for (frac, recipe), by_seed in sorted(recipes.items(), key=lambda item: item[0][0]):
         seeds = sorted(by_seed)
@@ -202,6 +207,7 @@ def tables() -> dict[str, str]:
     """Every table by its marker name, rendered from the files as they are now."""
     grid = recipe_runs(RESULTS / "ssl_grid_h100.jsonl")
     per_pass = per_pass_runs(REPO / "reports" / "label_curve_per_pass.csv")
+    points = pareto_points(REPO / "reports" / "pareto.csv")
     return {
         "bench": report.markdown(),
         "cpu_dispatch": cpu_dispatch([json.loads(p.read_text()) for p in sorted(RESULTS.glob("cpu_dispatch*.json"))]),
@@ -214,6 +220,8 @@ def tables() -> dict[str, str]:
         "label_curve": label_curve(curve_runs(REPO / "reports" / "label_curve.csv")),
         "label_curve_means": markdown_table(summarize(curve_runs(REPO / "reports" / "label_curve.csv"))),
         "label_curve_per_pass": method_grid(per_pass, seconds=True),
+        "pareto": pareto.markdown(points),
+        "pareto_multipliers": "".join(f"- {line}\n" for line in pareto.multipliers(points, "fixmatch")),
         "selection": selection(json_lines(RESULTS / "selection.jsonl")),
         "skip_tuning": skip_tuning(json_lines(RESULTS / "skip_tuning.jsonl")),
     }

@@ -63,6 +63,11 @@ def test_the_workspace_is_not_a_run_of_its_own():
     assert rows == []
 
 
+def test_a_failed_experiment_is_not_a_run_though_it_shows_its_baselines_metrics():
+    failed = record(0.1, "skip", 0.92, "2026-01-02T00:00:00") | {"error": {"msg": "Experiment run failed", "type": ""}}
+    assert [r["labeled_frac"] for r in curve_rows(exp_show(failed), "cnn")] == [1.0]  # the baseline only
+
+
 def test_curve_rows_of_another_model_are_absent():
     assert curve_rows(exp_show(record(0.1, "skip", 0.85, "t")), "bn_cnn") == []
 

@@ -1,0 +1,220 @@
+"""The answer drawn: test accuracy against training CPU-minutes, per labeled_frac, of the tuned supervised
+baseline (skip) and a semi-supervised method, each trained for several budgets; and the label multiplier: how
+many labels skip needs to match the method in the same minutes.
+
+    make pareto                                      # = python bench/pareto.py: queue, run, draw (CPU: hours)
+    python bench/pareto.py --fracs 0.01 --seeds 0    # a part of the grid
+    python bench/pareto.py --plot-only               # redraw from reports/label_curve.csv
+
+Every run is a `dvc exp run` from bench/label_curve.py's queue, and its row lands in reports/label_curve.csv.
+Each fraction trains with skip's recipe tuned on that fraction's own validation labels
+(bench/results/skip_tuning.jsonl; a fraction that was not tuned takes the nearest tuned one's), and the method
+with the same recipe, so the two differ only in what they do with the unlabeled images. Seeds are paired: the
+same seed draws the same split, labels and initial weights for both. Writes reports/pareto.csv (per fraction,
+method, recipe and budget: means over seeds; a DVC plot) and reports/pareto.png (a panel per fraction), and
+prints the table and the label multipliers.
+"""
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import yaml  # noqa: E402
+
+from bench import label_curve  # noqa: E402
+from bench.curve import plt, recipe  # noqa: E402  (matplotlib, headless)
+from fewlabels.atomic import atomic_path  # noqa: E402
+from fewlabels.params import Params  # noqa: E402
+
+TUNING = Path(__file__).resolve().parent / "results" / "skip_tuning.jsonl"
+# Epochs per method: the budgets of the plot. On this project's 2-core CPUs (bn_cnn, bf16 + channels_last) an
+# epoch of 422 labeled batches takes skip ~17 s and fixmatch (3 unlabeled batches a labeled one) ~80 s, so
+# these land near 1, 2 and 4.5 training minutes each. The middle budgets (~2 min each) place the multiplier.
+BUDGETS = {"skip": (4, 8, 16), "fixmatch": (1, 2, 4)}
+# A method's settings beyond skip's recipe: no warm-up, which counts whole epochs (its first epoch would train
+# on labels only, the whole of a 1-epoch budget); FixMatch's confidence threshold guards its start instead.
+METHOD_SETTINGS = {"skip": (), "fixmatch": ("ssl.warmup_epochs=0",)}
+MULTIPLIER_FRACS = (0.02, 0.1, 0.2)  # skip also runs these, at its middle budget: the curve the multiplier reads
+FIELDS = ["labeled_frac", "method", "recipe", "epochs", "train_seconds", "test_acc", "std", "n"]
+
+
+def tuned_recipes(runs: list[dict]) -> dict[float, tuple[str, ...]]:
+    """{labeled_frac: overrides} of bench.recipe's skip runs: per fraction, the recipe with the best seed-0
+    validation accuracy (the first of a tie, in the file's order). Test accuracy plays no part."""
+    best = {}
+    for r in runs:
+        frac = r["labeled_frac"]
+        if r["seed"] == 0 and (frac not in best or r["valid_acc"] > best[frac]["valid_acc"]):
+            best[frac] = r
+    return {frac: tuple(r["overrides"]) for frac, r in best.items()}
+
+
+def recipe_for(frac: float, tuned: dict[float, tuple[str, ...]]) -> tuple[str, ...]:
+    """The recipe tuned at `frac`, or at the tuned fraction nearest it on a log scale."""
+    return tuned[min(tuned, key=lambda f: abs(math.log(f / frac)))]
+
+
+def recipe_text(overrides: tuple[str, ...]) -> str:
+    """The recipe column that reports/label_curve.csv gives a run with these overrides (bench.curve.recipe:
+    sorted, defaults left out)."""
+    settings = Params().model_dump(mode="json")
+    for override in overrides:
+        key, _, value = override.partition("=")
+        *path, last = key.split(".")
+        node = settings
+        for part in path:
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+    return recipe(settings)
+
+
+def cells(fracs, methods, seeds, tuned, model: str) -> list[list[str]]:
+    """The `dvc exp run -S` settings of every run, seed after seed (an interrupted grid leaves whole seeds):
+    skip and each method (with its METHOD_SETTINGS) at each of its budgets per fraction, then skip at its middle budget at the
+    MULTIPLIER_FRACS not already in `fracs`."""
+    runs = []
+    for seed in seeds:
+        plan = [(frac, method, epochs) for frac in fracs for method in ("skip", *methods) for epochs in BUDGETS[method]]
+        plan += [(frac, "skip", BUDGETS["skip"][1]) for frac in MULTIPLIER_FRACS if frac not in fracs]
+        runs += [[f"labeled_frac={frac}", f"ssl.method={method}", f"seed={seed}", f"models=[{model}]",
+                  f"train.epochs={epochs}", *recipe_for(frac, tuned), *METHOD_SETTINGS[method]]
+                 for frac, method, epochs in plan]
+    return runs
+
+
+def budget_points(rows: list[dict]) -> list[dict]:
+    """Per (labeled_frac, method, recipe but its epochs, epochs) of the v2 rows of reports/label_curve.csv:
+    mean and sample std of test accuracy over seeds, mean training seconds, n. Sorted."""
+    groups = {}
+    for r in rows:
+        if r["protocol"] == "v2":
+            how = " ".join(w for w in r["recipe"].split() if not w.startswith("train.epochs="))
+            groups.setdefault((float(r["labeled_frac"]), r["method"], how, int(r["epochs"])), []).append(r)
+    return [{"labeled_frac": frac, "method": method, "recipe": how, "epochs": epochs,
+             "train_seconds": round(statistics.fmean(float(r["train_seconds"]) for r in runs), 1),
+             "test_acc": round(statistics.fmean(accs := [float(r["test_acc"]) for r in runs]), 4),
+             "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0, "n": len(runs)}
+            for (frac, method, how, epochs), runs in sorted(groups.items())]
+
+
+def matching_fraction(curve: list[tuple[float, float]], target: float) -> float | None:
+    """The labeled fraction at which a (fraction, accuracy) curve, sorted by fraction, first reaches `target`,
+    interpolated linearly in log(fraction); None when its first point already does (no gain to price),
+    math.inf when no point does (beyond the curve)."""
+    if curve[0][1] >= target:
+        return None
+    for (f0, a0), (f1, a1) in zip(curve, curve[1:]):
+        if a1 >= target:
+            return math.exp(math.log(f0) + (target - a0) / (a1 - a0) * (math.log(f1) - math.log(f0)))
+    return math.inf
+
+
+def multipliers(points: list[dict], method: str) -> list[str]:
+    """One line per fraction where `method` ran at its middle budget: the fraction of labels skip needs, at its
+    own middle budget (about the same minutes), to match it, and that fraction over the method's."""
+    curve = sorted((p["labeled_frac"], p["test_acc"]) for p in points
+                   if p["method"] == "skip" and p["epochs"] == BUDGETS["skip"][1])
+    lines = []
+    for p in points:
+        if p["method"] != method or p["epochs"] != BUDGETS[method][1]:
+            continue
+        frac, acc = p["labeled_frac"], p["test_acc"]
+        head = f"{method} at {frac} ({acc:.4f} in {p['train_seconds'] / 60:.1f} min)"
+        rest = [c for c in curve if c[0] >= frac]
+        if not rest or rest[0][0] != frac:
+            lines.append(f"{head}: skip has no run at {frac} with {BUDGETS['skip'][1]} epochs to compare")
+            continue
+        match = matching_fraction(rest, acc)
+        if match is None:
+            lines.append(f"{head}: no gain, skip at {frac} reaches {rest[0][1]:.4f}")
+        elif match == math.inf:
+            lines.append(f"{head}: beyond skip's curve, more than {rest[-1][0] / frac:.1f}x the labels")
+        else:
+            lines.append(f"{head} = skip at {match:.3f}: {match / frac:.1f}x the labels")
+    return lines
+
+
+def grid_points(rows: list[dict], methods, tuned: dict[float, tuple[str, ...]]) -> list[dict]:
+    """budget_points of the grid's own runs: skip and `methods` at their BUDGETS (any, at the MULTIPLIER_FRACS),
+    each with its fraction's tuned recipe and its METHOD_SETTINGS."""
+    return [p for p in budget_points(rows) if p["method"] in ("skip", *methods) and
+            p["recipe"] == recipe_text(recipe_for(p["labeled_frac"], tuned) + METHOD_SETTINGS[p["method"]]) and
+            (p["epochs"] in BUDGETS[p["method"]] or p["labeled_frac"] in MULTIPLIER_FRACS)]
+
+
+def markdown(points: list[dict]) -> str:
+    """labeled_frac, method (recipe), epochs, training minutes, test accuracy mean ± std (n): one row a point."""
+    lines = ["| labeled_frac | ssl.method (recipe) | epochs | train min | test acc, mean ± std (seeds) |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {p['labeled_frac']} | {p['method']}" + (f" ({p['recipe']})" if p["recipe"] else "") +
+              f" | {p['epochs']} | {p['train_seconds'] / 60:.1f} | {p['test_acc']:.4f} ± {p['std']:.4f} ({p['n']}) |"
+              for p in points]
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[dict], model: str):
+    """A panel per fraction that has more than one budget: test accuracy vs training minutes (log x), a line
+    per method and recipe through its budgets, ± std bars, each point labelled with its epochs."""
+    fracs = sorted({p["labeled_frac"] for p in points
+                    if sum(q["labeled_frac"] == p["labeled_frac"] and q["method"] == p["method"] for q in points) > 1})
+    fig, axes = plt.subplots(1, max(1, len(fracs)), figsize=(6 * max(1, len(fracs)), 4.5), squeeze=False)
+    for ax, frac in zip(axes[0], fracs):
+        here = [p for p in points if p["labeled_frac"] == frac]
+        for name in sorted({(p["method"], p["recipe"]) for p in here}):
+            line = sorted((p for p in here if (p["method"], p["recipe"]) == name), key=lambda p: p["epochs"])
+            minutes = [p["train_seconds"] / 60 for p in line]
+            ax.errorbar(minutes, [p["test_acc"] for p in line], yerr=[p["std"] for p in line], marker="o",
+                        capsize=3, label=name[0] + (f" ({name[1]})" if name[1] else ""))
+            for x, p in zip(minutes, line):
+                ax.annotate(f"{p['epochs']} ep", (x, p["test_acc"]), textcoords="offset points", xytext=(4, -10),
+                            fontsize="x-small")
+        ax.set_xscale("log")
+        ax.set_xlabel("training minutes (train stage, mean over seeds; log scale)")
+        ax.set_ylabel(f"test accuracy ({model}), mean ± std over seeds")
+        ax.set_title(f"labeled_frac {frac}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fracs", type=float, nargs="+", default=[0.01, 0.05])
+    parser.add_argument("--methods", nargs="+", default=["fixmatch"], choices=sorted(set(BUDGETS) - {"skip"}))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--model", default="bn_cnn", help="the one model each run trains")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (on a CPU each uses every core)")
+    parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args()
+
+    with open(TUNING) as f:
+        tuned = tuned_recipes([json.loads(line) for line in f if line.strip()])
+    if not args.plot_only:
+        label_curve.refuse_uncommitted_settings()
+        runs = cells(args.fracs, args.methods, args.seeds, tuned, args.model)
+        for sets in runs:
+            label_curve.dvc("exp", "run", "--queue", *[a for s in sets for a in ("-S", s)])
+        print(f"queued {len(runs)} experiments", flush=True)
+        label_curve.start_and_wait(args.jobs)
+
+    rows = [r for r in label_curve.collect(args.model, args.out) if r["model"] == args.model]
+    points = grid_points(rows, args.methods, tuned)
+    with atomic_path(args.out / "pareto.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(points)
+    with atomic_path(args.out / "pareto.png") as tmp:
+        plot(points, args.model).savefig(tmp, format="png", dpi=100)
+    print(markdown(points))
+    for method in args.methods:
+        print("\n".join(multipliers(points, method)))
+
+
+if __name__ == "__main__":
+    main()
