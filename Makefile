@@ -33,13 +33,13 @@ setup: $(STAMP)
 label-curve: $(STAMP)  ## queue labeled_frac x ssl.method x seed experiments and draw reports/label_curve.png
 	python bench/label_curve.py $(if $(SHARD),--shard $(SHARD)) $(if $(GIT_REMOTE),--git-remote $(GIT_REMOTE)) $(ARGS)
 
-pareto: $(STAMP)  ## queue tuned skip vs fixmatch at 1, 2, 4.5 CPU-minutes x 3 seeds, draw reports/pareto.png (CPU: hours)
+pareto: $(STAMP)  ## queue tuned skip vs fixmatch at three CPU-minute budgets x 3 seeds, draw reports/pareto.png (CPU: hours)
 	python bench/pareto.py $(ARGS)
 
-bench: $(STAMP)  ## issue #5: the notebooks vs the project -> bench/results/*.json and a table (CPU: ~12 min)
+bench: $(STAMP)  ## the notebooks vs the project -> bench/results/*.json and a table (CPU: ~12 min)
 	bash bench/run_all.sh
 
-docs: $(STAMP)  ## issue 18: rewrite the docs' measured tables from bench/results/ and reports/label_curve*.csv
+docs: $(STAMP)  ## rewrite the docs' measured tables from bench/results/ and reports/{label_curve,pareto}*.csv
 	python -m bench.tables
 
 $(STAMP): pyproject.toml requirements.lock

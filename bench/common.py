@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from fewlabels.models import build_model
 from fewlabels import params as schema
 from fewlabels.errors import ParamError
 from fewlabels.params import TrainConfig
-from fewlabels.splits import split_train_valid
+from fewlabels.splits import labeled_index, split_train_valid, valid_index
 
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "bench" / ".cache"  # the torchvision copy of the dataset (git-ignored)
@@ -72,6 +73,22 @@ def pipeline_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pipeline's train/valid indices (params.yaml seed and split.valid_frac), as the split stage makes them."""
     p = params()
     return split_train_valid(labels, p.split.valid_frac, p.seed)
+
+
+class RunIndices(NamedTuple):
+    """Indices into the training images, as the split and index stages make them for one run."""
+    train: np.ndarray  # the train split
+    valid: np.ndarray  # the validation split, all of it
+    labeled: np.ndarray  # the train images whose labels the run keeps
+    unlabeled: np.ndarray  # the rest of the train split
+    valid_labeled: np.ndarray  # the validation images whose labels the run may use
+
+
+def run_indices(labels: np.ndarray, frac: float, seed: int) -> RunIndices:
+    """What `dvc exp run -S labeled_frac=FRAC -S seed=SEED` would split and index (split.valid_frac: params.yaml's)."""
+    train, valid = split_train_valid(labels, params().split.valid_frac, seed)
+    labeled, unlabeled = labeled_index(train, labels, frac, seed, SPEC.classes)
+    return RunIndices(train, valid, labeled, unlabeled, valid_index(valid, labels, frac, seed))
 
 
 def torchvision_root() -> Path:

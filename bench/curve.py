@@ -53,9 +53,10 @@ def _records(node):
     """(rev, data) of every commit and experiment in `dvc exp show --json`: dicts whose 'data' has params."""
     if isinstance(node, dict):
         data = node.get("data")
-        # the workspace is a copy of a run, not a run of its own; a failed (or killed) experiment shows the
-        # metrics committed in its baseline as if they were its own
-        if isinstance(data, dict) and "params" in data and node.get("rev") != "workspace" and not node.get("error"):
+        # the workspace is a copy of a run, not a run of its own; a failed (or killed) experiment, and one still
+        # running (its data is its temporary workspace's), show the metrics committed in their baseline
+        if (isinstance(data, dict) and "params" in data and "workspace" not in (node.get("rev"), data.get("rev"))
+                and not node.get("error")):
             yield node.get("rev"), data
         for value in node.values():
             yield from _records(value)

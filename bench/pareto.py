@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import yaml  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from bench import label_curve  # noqa: E402
 from bench.curve import plt, recipe  # noqa: E402  (matplotlib, headless)
@@ -32,8 +33,8 @@ from fewlabels.params import Params  # noqa: E402
 
 TUNING = Path(__file__).resolve().parent / "results" / "skip_tuning.jsonl"
 # Epochs per method: the budgets of the plot. On this project's 2-core CPUs (bn_cnn, bf16 + channels_last) an
-# epoch of 422 labeled batches takes skip ~17 s and fixmatch (3 unlabeled batches a labeled one) ~80 s, so
-# these land near 1, 2 and 4.5 training minutes each. The middle budgets (~2 min each) place the multiplier.
+# epoch of 422 labeled batches takes skip 17-26 s and fixmatch (3 unlabeled batches a labeled one) 100-120 s,
+# so both land near 1.5, 3.5 and 7 training minutes. The middle budgets (similar minutes) place the multiplier.
 BUDGETS = {"skip": (4, 8, 16), "fixmatch": (1, 2, 4)}
 # A method's settings beyond skip's recipe: no warm-up, which counts whole epochs (its first epoch would train
 # on labels only, the whole of a 1-epoch budget); FixMatch's confidence threshold guards its start instead.
@@ -173,6 +174,8 @@ def plot(points: list[dict], model: str):
                 ax.annotate(f"{p['epochs']} ep", (x, p["test_acc"]), textcoords="offset points", xytext=(4, -10),
                             fontsize="x-small")
         ax.set_xscale("log")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(FormatStrFormatter("%g"))  # 2, 3, 4 minutes rather than 2 x 10^0
         ax.set_xlabel("training minutes (train stage, mean over seeds; log scale)")
         ax.set_ylabel(f"test accuracy ({model}), mean ± std over seeds")
         ax.set_title(f"labeled_frac {frac}")

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import torch
 
-from bench.common import SPEC, fashion_model, local_mirror
+from bench.common import SPEC, fashion_model, local_mirror, run_indices
 from fewlabels.data import fit_inputs
 from fewlabels.engine import fit
 from fewlabels.inference import bf16, loss_and_accuracy, predict_trained, resolve_device
 from fewlabels.formats import load_idx_dataset
 from fewlabels import params as schema
-from fewlabels.splits import labeled_index, split_train_valid, valid_index
 
 
 def main() -> None:
@@ -37,12 +36,10 @@ def main() -> None:
         raw["seed"] = args.seed
     p = schema.validate(schema.override(raw, args.overrides))
     d = load_idx_dataset(args.raw or local_mirror(), SPEC)
-    train_idx, valid_idx = split_train_valid(d["y_train"], p.split.valid_frac, p.seed)
-    labeled, unlabeled = labeled_index(train_idx, d["y_train"], args.frac, p.seed, SPEC.classes)
+    idx = run_indices(d["y_train"], args.frac, p.seed)
     cfg = p.train
     model = fashion_model(args.model)
-    valid = valid_index(valid_idx, d["y_train"], args.frac, p.seed)  # the validation labels the run may use
-    inputs = fit_inputs(d["x_train"], d["y_train"], train_idx, valid, labeled, unlabeled)
+    inputs = fit_inputs(d["x_train"], d["y_train"], idx.train, idx.valid_labeled, idx.labeled, idx.unlabeled)
     result = fit(model, inputs, cfg, p.seed, p.ssl)
     device = resolve_device(cfg.device)
     test_loss, test_acc = loss_and_accuracy(
@@ -50,7 +47,7 @@ def main() -> None:
         torch.from_numpy(d["y_test"]).to(device))
     kept = result["history"][result["best_epoch"] - 1]  # the epoch whose weights were kept
     row = {"model": args.model, "labeled_frac": args.frac, "seed": p.seed, "overrides": args.overrides,
-           "valid_labels": len(valid), "valid_acc": kept["valid_acc"], "test_acc": test_acc,
+           "valid_labels": len(idx.valid_labeled), "valid_acc": kept["valid_acc"], "test_acc": test_acc,
            "test_loss": test_loss, "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
            "train_seconds": round(result["train_seconds"], 2), "device": result["device"]}
     print(json.dumps(row))

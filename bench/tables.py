@@ -1,4 +1,4 @@
-"""The docs' tables of measured figures, rendered from the files that hold the measurements (issue 18).
+"""The docs' tables of measured figures, rendered from the files that hold the measurements.
 
 A table sits in a markdown file between `<!-- table: NAME -->` and `<!-- /table -->`. `python -m bench.tables`
 (`make docs`) rewrites every one in place; `--check` changes nothing and exits 1 naming each stale table.
@@ -156,7 +156,7 @@ def skip_tuning(runs: list[dict]) -> str:
 
 
 def cpu_dispatch(results: list[dict]) -> str:
-    """One row per fresh process of bench/cpu_dispatch.py, per CPU it ran on (one results file each): the
+    """One row per fresh process of bench/probes/cpu_dispatch.py, per CPU it ran on (one results file each): the
     kernels asked for and got, and what they trained (same code: the files' git_rev)."""
     return table(["CPU", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "kernels", "weights md5", "test acc", "train s"],
                  [[result["environment"]["device_name"], r["ATEN_CPU_CAPABILITY"] or "(unset)",
@@ -191,7 +191,7 @@ def step_cost(result: dict) -> str:
 
 
 def selection(runs: list[dict]) -> str:
-    """One row per run of bench/selection.py: the recipe, and the held-out validation accuracy (and, for the
+    """One row per run of bench/probes/selection.py: the recipe, and the held-out validation accuracy (and, for the
     record, the test accuracy) of the checkpoint each rule keeps."""
     rows = []
     for r in sorted(runs, key=lambda r: (" ".join(r["set"]), r["labeled_frac"], r["seed"])):

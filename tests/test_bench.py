@@ -5,10 +5,12 @@ that the harness measures what it says it measures.
 """
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from bench import common, report, step_cost, sweep, time_to_accuracy
+from bench import common, report, step_cost, time_to_accuracy
+from bench.probes import sweep
 from test_engine import separable
 
 
@@ -20,6 +22,17 @@ def test_sweep_grid_is_every_combination_of_the_values():
         {"train.lr": 0.01, "train.epochs": 3, "train.channels_last": True},
         {"train.lr": 0.01, "train.epochs": 3, "train.channels_last": False},
     ]
+
+
+def test_run_indices_split_and_index_with_the_runs_own_seed_as_the_pipeline_does():
+    labels = np.repeat(np.arange(10), 100)  # 100 images of each of Fashion-MNIST's 10 classes
+    idx = common.run_indices(labels, 0.1, seed=3)
+    assert sorted(np.concatenate([idx.train, idx.valid])) == list(range(1000))  # a split: disjoint, complete
+    assert sorted(np.concatenate([idx.labeled, idx.unlabeled])) == sorted(idx.train)
+    assert set(idx.valid_labeled) < set(idx.valid) and sorted(np.bincount(labels[idx.labeled])) == [9] * 10
+    assert len(idx.valid_labeled) == 10  # labeled_frac of the 100 validation images: one of each class
+    other = common.run_indices(labels, 0.1, seed=4)  # the split follows the run's seed, not params.yaml's
+    assert set(other.valid) != set(idx.valid)
 
 
 @pytest.mark.parametrize("parse", [sweep.grid, time_to_accuracy.overrides])

@@ -63,9 +63,12 @@ def test_the_workspace_is_not_a_run_of_its_own():
     assert rows == []
 
 
-def test_a_failed_experiment_is_not_a_run_though_it_shows_its_baselines_metrics():
+def test_a_failed_or_running_experiment_is_not_a_run_though_it_shows_its_baselines_metrics():
     failed = record(0.1, "skip", 0.92, "2026-01-02T00:00:00") | {"error": {"msg": "Experiment run failed", "type": ""}}
     assert [r["labeled_frac"] for r in curve_rows(exp_show(failed), "cnn")] == [1.0]  # the baseline only
+    running = record(0.1, "skip", 0.92, None, rev="c0ffee")  # DVC shows it as its temporary workspace
+    running["data"]["rev"] = "workspace"
+    assert [r["labeled_frac"] for r in curve_rows(exp_show(running), "cnn")] == [1.0]
 
 
 def test_curve_rows_of_another_model_are_absent():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The semi-supervised grid behind the README's label-efficiency table, outside DVC and in parallel
 # (one process per cell: made for a GPU host with spare CPU cores; ~6 minutes on an H100). Usage:
-#   bash bench/ssl_grid.sh [RAW_DIR] [OUT_JSONL]
+#   bash bench/probes/ssl_grid.sh [RAW_DIR] [OUT_JSONL]
 # Each line of OUT_JSONL is one bench/recipe.py result. Model vgg_bn, Adam with one-cycle lr 3e-3,
 # flip+crop; skip with label smoothing 0.1, fixmatch with 3 unlabeled batches per labeled batch.
 set -euo pipefail

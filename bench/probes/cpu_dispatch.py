@@ -8,7 +8,7 @@ the trained weights, the test accuracy and the training seconds. Configurations 
 unpinned run did not change a single rounding; a pinned configuration that all x86-64 CPUs support (AVX2 for
 both libraries) is what would make two machines agree, if nothing else differs between them.
 
-    python -m bench.cpu_dispatch            # -> bench/results/cpu_dispatch.json
+    python -m bench.probes.cpu_dispatch            # -> bench/results/cpu_dispatch.json
 """
 import argparse
 import hashlib
@@ -62,7 +62,7 @@ def main() -> None:
     for aten, onednn in CONFIGS:
         child_env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
         child_env |= {k: v for k, v in (("ATEN_CPU_CAPABILITY", aten), ("ONEDNN_MAX_CPU_ISA", onednn)) if v}
-        out = subprocess.run([sys.executable, "-m", "bench.cpu_dispatch", "--child"], cwd=REPO, env=child_env,
+        out = subprocess.run([sys.executable, "-m", "bench.probes.cpu_dispatch", "--child"], cwd=REPO, env=child_env,
                              capture_output=True, text=True, check=True).stdout
         row = {"ATEN_CPU_CAPABILITY": aten, "ONEDNN_MAX_CPU_ISA": onednn, **json.loads(out.strip().splitlines()[-1])}
         print(row, flush=True)

@@ -8,7 +8,7 @@ off (patience = epochs), so one run shows both rules: after every epoch the mode
 validation images whose labels the run never had (the rest of the 6,000), the held-out judge of the two rules.
 Test accuracy of both checkpoints is printed for the record, and chooses nothing.
 
-    python -m bench.selection --fracs 0.01 0.05 --seeds 0 1 --set train.scheduler=onecycle
+    python -m bench.probes.selection --fracs 0.01 0.05 --seeds 0 1 --set train.scheduler=onecycle
 """
 import argparse
 import json
@@ -16,23 +16,21 @@ import json
 import numpy as np
 import torch
 
-from bench.common import SPEC, fashion_mnist, fashion_model, pipeline_split, train_recipe
+from bench.common import fashion_mnist, fashion_model, run_indices, train_recipe
 from fewlabels.data import fit_inputs
 from fewlabels.engine import Hooks, fit
 from fewlabels.inference import Normalize, channel_stats, loss_and_accuracy, predict
 from fewlabels.params import parse_value, split_override
-from fewlabels.splits import labeled_index, valid_index
 
 
 def one_run(data: dict, model_name: str, frac: float, seed: int, overrides: dict) -> dict:
     """Held-out validation and test accuracy of the checkpoint each rule keeps, for one run."""
-    train_idx, valid_idx = pipeline_split(data["y_train"])
-    labeled, unlabeled = labeled_index(train_idx, data["y_train"], frac, seed, list(SPEC.classes))
-    seen = valid_index(valid_idx, data["y_train"], frac, seed)  # the run's validation labels
-    held_out = np.setdiff1d(valid_idx, seen)  # never given to the run: judges the rules
+    idx = run_indices(data["y_train"], frac, seed)
+    seen = idx.valid_labeled  # the run's validation labels
+    held_out = np.setdiff1d(idx.valid, seen)  # never given to the run: judges the rules
     cfg = train_recipe(overrides)
     cfg = cfg.model_copy(update={"patience": cfg.epochs})  # no early stop: every epoch is a candidate
-    normalize = Normalize(*channel_stats(torch.from_numpy(data["x_train"][train_idx])))
+    normalize = Normalize(*channel_stats(torch.from_numpy(data["x_train"][idx.train])))
     judge = {name: (torch.from_numpy(data[f"x_{src}"][idx]), torch.from_numpy(data[f"y_{src}"][idx]))
              for name, src, idx in (("held_out", "train", held_out), ("test", "test", slice(None)))}
     epochs = []
@@ -44,7 +42,7 @@ def one_run(data: dict, model_name: str, frac: float, seed: int, overrides: dict
 
     torch.manual_seed(seed)
     model = fashion_model(model_name)
-    inputs = fit_inputs(data["x_train"], data["y_train"], train_idx, seen, labeled, unlabeled)
+    inputs = fit_inputs(data["x_train"], data["y_train"], idx.train, seen, idx.labeled, idx.unlabeled)
     result = fit(model, inputs, cfg, seed, hooks=Hooks(log_epoch=log_epoch))
     best = max(epochs, key=lambda e: e["valid_acc"])  # the first of equals, as the engine keeps it
     return {"labeled_frac": frac, "seed": seed, "valid_labels": len(seen), "held_out": len(held_out),

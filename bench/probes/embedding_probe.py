@@ -7,8 +7,8 @@ supervised Adam steps on the labeled images (batch 64, train.augment --aug), the
 the unlabeled images against their hidden labels (fewlabels.metrics.pseudo_label_scores, as the train
 stage scores them). Prints one JSON line.
 
-    python -m bench.embedding_probe --aug flip_crop_cutout --steps 1688
-    python -m bench.embedding_probe --aug flip_crop --simclr-s 240
+    python -m bench.probes.embedding_probe --aug flip_crop_cutout --steps 1688
+    python -m bench.probes.embedding_probe --aug flip_crop --simclr-s 240
 """
 import argparse
 import json

@@ -5,7 +5,7 @@
 # 7 unlabeled batches per labeled one) and the RandAugment strong view; short (15 epochs, ~5 min each on one
 # core), so the figures say "it learns", not how far it gets. No weight average: at 1% labels an epoch is 9
 # optimizer steps, and train.ema 0.999 averages over ~1,000 steps, more than the whole run. Usage:
-#   PATH=.venv/bin:$PATH bash bench/ssl_methods_cpu.sh [RAW_DIR] [OUT_JSONL]
+#   PATH=.venv/bin:$PATH bash bench/probes/ssl_methods_cpu.sh [RAW_DIR] [OUT_JSONL]
 # One process at a time, one thread each, niced (the machine is shared). Each line of OUT_JSONL is one
 # bench/recipe.py result.
 set -euo pipefail

@@ -1,6 +1,6 @@
 """Try project recipes for time to accuracy: every combination of the given models and train.* values.
 
-    python -m bench.sweep --model bn_cnn bn_small --set train.batch_size=256,512 --set train.lr=0.003,0.01 \
+    python -m bench.probes.sweep --model bn_cnn bn_small --set train.batch_size=256,512 --set train.lr=0.003,0.01 \
         --set train.scheduler=onecycle
 
 Each combination runs bench.time_to_accuracy's project contender (params.yaml's recipe with the values on
