@@ -75,8 +75,8 @@ def recipe_text(overrides: tuple[str, ...]) -> str:
 
 def cells(fracs, methods, seeds, tuned, model: str) -> list[list[str]]:
     """The `dvc exp run -S` settings of every run, seed after seed (an interrupted grid leaves whole seeds):
-    skip and each method (with its METHOD_SETTINGS) at each of its budgets per fraction, then skip at its middle budget at the
-    MULTIPLIER_FRACS not already in `fracs`."""
+    skip and each method (with its METHOD_SETTINGS) at each of its budgets per fraction, then skip at its middle
+    budget at the MULTIPLIER_FRACS not already in `fracs`."""
     runs = []
     for seed in seeds:
         plan = [(frac, method, epochs) for frac in fracs for method in ("skip", *methods) for epochs in BUDGETS[method]]

@@ -75,6 +75,13 @@ def fake_plot_files(repo: Path) -> None:
     (repo / "reports").mkdir()
     (repo / "reports" / "label_curve.csv").write_text("labeled_frac,method,recipe,seed,test_acc,train_seconds\n"
                                                       + "\n".join(rows) + "\n")
+    # the answer drawn: means over seeds per method and budget (bench.pareto.FIELDS)
+    (repo / "reports" / "pareto.csv").write_text(
+        "labeled_frac,method,recipe,epochs,train_seconds,test_acc,std,n\n"
+        "0.01,skip,train.augment=flip_crop,4,110.0,0.836,0.005,3\n"
+        "0.01,skip,train.augment=flip_crop,8,220.0,0.837,0.004,3\n"
+        "0.01,fixmatch,ssl.warmup_epochs=0,1,125.0,0.833,0.005,3\n"
+        "0.01,fixmatch,ssl.warmup_epochs=0,2,245.0,0.837,0.004,3\n")
 
 
 class VegaDivs(HTMLParser):
@@ -121,10 +128,10 @@ def test_every_plot_draws_offline_in_chromium(tmp_path):
     assert "failed to load" not in shown, shown
     html = (repo / "out" / "index.html").read_text(encoding="utf-8")
     ids = re.findall(r"vegaEmbed\('#([^']+)'", html)
-    # per model: 5 training curves, the confusion matrix, per-class accuracy; and the label-efficiency curve
-    # against the labeled fraction and against the training minutes
+    # per model: 5 training curves, the confusion matrix, per-class accuracy; the label-efficiency curve
+    # against the labeled fraction and against the training minutes; and the answer (pareto.csv)
     n_models = len(YAML(typ="safe", pure=True).load(REPO / "params.yaml")["models"])
-    assert len(ids) == 7 * n_models + 2 and "<script src" not in html, (ids, "inline scripts expected")
+    assert len(ids) == 7 * n_models + 3 and "<script src" not in html, (ids, "inline scripts expected")
 
     # No network at all: --disable-background-networking and friends keep Chromium's own requests off too.
     result = subprocess.run(
