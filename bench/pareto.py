@@ -23,13 +23,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-import yaml  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from bench import label_curve  # noqa: E402
 from bench.curve import plt, recipe  # noqa: E402  (matplotlib, headless)
 from fewlabels.atomic import atomic_path  # noqa: E402
-from fewlabels.params import Params  # noqa: E402
+from fewlabels.params import Params, override  # noqa: E402
 
 TUNING = Path(__file__).resolve().parent / "results" / "skip_tuning.jsonl"
 # Epochs per method: the budgets of the plot. On this project's 2-core CPUs (bn_cnn, bf16 + channels_last) an
@@ -62,15 +61,7 @@ def recipe_for(frac: float, tuned: dict[float, tuple[str, ...]]) -> tuple[str, .
 def recipe_text(overrides: tuple[str, ...]) -> str:
     """The recipe column that reports/label_curve.csv gives a run with these overrides (bench.curve.recipe:
     sorted, defaults left out)."""
-    settings = Params().model_dump(mode="json")
-    for override in overrides:
-        key, _, value = override.partition("=")
-        *path, last = key.split(".")
-        node = settings
-        for part in path:
-            node = node[part]
-        node[last] = yaml.safe_load(value)
-    return recipe(settings)
+    return recipe(override(Params().model_dump(mode="json"), list(overrides)))
 
 
 def cells(fracs, methods, seeds, tuned, model: str) -> list[list[str]]:
