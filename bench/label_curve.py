@@ -114,14 +114,19 @@ def with_run_records(rows: list[dict]) -> list[dict]:
     return kept
 
 
+def read_rows(out: Path) -> list[dict]:
+    """The rows of out/label_curve.csv (as text), none when it does not exist yet."""
+    if not (out / "label_curve.csv").exists():
+        return []
+    with open(out / "label_curve.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def collect(model: str, out: Path) -> list[dict]:
     """Every experiment's row for `model` (from `dvc exp show` and each run's record), merged into
     out/label_curve.csv, which is rewritten and returned."""
-    rows = with_run_records(curve_rows(json.loads(dvc("exp", "show", "--json")), model))
+    rows = merge(read_rows(out), with_run_records(curve_rows(json.loads(dvc("exp", "show", "--json")), model)))
     csv_path = out / "label_curve.csv"
-    if csv_path.exists():
-        with open(csv_path, newline="") as f:
-            rows = merge(list(csv.DictReader(f)), rows)
     if not rows:
         sys.exit(f"error: no experiment has metrics/{model}.json yet; run without --plot-only first")
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:

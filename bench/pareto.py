@@ -64,18 +64,25 @@ def recipe_text(overrides: tuple[str, ...]) -> str:
     return recipe(override(Params().model_dump(mode="json"), list(overrides)))
 
 
-def cells(fracs, methods, seeds, tuned, model: str) -> list[list[str]]:
+def cells(fracs, methods, seeds, tuned, model: str, done=frozenset()) -> list[list[str]]:
     """The `dvc exp run -S` settings of every run, seed after seed (an interrupted grid leaves whole seeds):
     skip and each method (with its METHOD_SETTINGS) at each of its budgets per fraction, then skip at its middle
-    budget at the MULTIPLIER_FRACS not already in `fracs`."""
+    budget at the MULTIPLIER_FRACS not already in `fracs`. Runs in `done` (run_key of reports/label_curve.csv's
+    v2 rows) are left out: a grid interrupted or widened queues only what it lacks."""
     runs = []
     for seed in seeds:
         plan = [(frac, method, epochs) for frac in fracs for method in ("skip", *methods) for epochs in BUDGETS[method]]
         plan += [(frac, "skip", BUDGETS["skip"][1]) for frac in MULTIPLIER_FRACS if frac not in fracs]
-        runs += [[f"labeled_frac={frac}", f"ssl.method={method}", f"seed={seed}", f"models=[{model}]",
-                  f"train.epochs={epochs}", *recipe_for(frac, tuned), *METHOD_SETTINGS[method]]
-                 for frac, method, epochs in plan]
+        for frac, method, epochs in plan:
+            how = (f"train.epochs={epochs}", *recipe_for(frac, tuned), *METHOD_SETTINGS[method])
+            if (model, frac, method, seed, recipe_text(how)) not in done:
+                runs.append([f"labeled_frac={frac}", f"ssl.method={method}", f"seed={seed}", f"models=[{model}]", *how])
     return runs
+
+
+def run_key(row: dict) -> tuple:
+    """What tells a reports/label_curve.csv row's run apart from another: model, fraction, method, seed, recipe."""
+    return row["model"], float(row["labeled_frac"]), row["method"], int(row["seed"]), row["recipe"]
 
 
 def budget_points(rows: list[dict]) -> list[dict]:
@@ -191,10 +198,11 @@ def main() -> None:
         tuned = tuned_recipes([json.loads(line) for line in f if line.strip()])
     if not args.plot_only:
         label_curve.refuse_uncommitted_settings()
-        runs = cells(args.fracs, args.methods, args.seeds, tuned, args.model)
+        done = {run_key(r) for r in label_curve.read_rows(args.out) if r.get("protocol") == "v2"}
+        runs = cells(args.fracs, args.methods, args.seeds, tuned, args.model, done)
         for sets in runs:
             label_curve.dvc("exp", "run", "--queue", *[a for s in sets for a in ("-S", s)])
-        print(f"queued {len(runs)} experiments", flush=True)
+        print(f"queued {len(runs)} experiments (runs already in label_curve.csv left out)", flush=True)
         label_curve.start_and_wait(args.jobs)
 
     rows = [r for r in label_curve.collect(args.model, args.out) if r["model"] == args.model]

@@ -42,6 +42,16 @@ def test_the_grid_runs_every_budget_of_skip_and_the_method_per_seed_then_skip_fo
     assert all(f"train.epochs={pareto.BUDGETS['skip'][1]}" in r and "ssl.method=skip" in r for r in extra)
 
 
+def test_the_grid_leaves_out_runs_already_in_the_label_curve():
+    tuned = {0.01: ("train.augment=flip_crop",)}
+    everything = pareto.cells([0.01], ["fixmatch"], [0, 1], tuned, "bn_cnn")
+    kept = {"model": "bn_cnn", "labeled_frac": "0.01", "method": "skip", "seed": "0", "protocol": "v2",
+            "recipe": f"train.augment=flip_crop train.epochs={pareto.BUDGETS['skip'][1]}"}
+    other_model = dict(kept, model="cnn")
+    done = {pareto.run_key(kept), pareto.run_key(other_model)}  # everything[1]: skip, second budget, seed 0
+    assert pareto.cells([0.01], ["fixmatch"], [0, 1], tuned, "bn_cnn", done) == everything[:1] + everything[2:]
+
+
 def test_recipe_text_is_the_label_curve_column_of_those_overrides():
     assert pareto.recipe_text(("train.augment=flip_crop", "train.label_smoothing=0.1")) == \
         "train.augment=flip_crop train.label_smoothing=0.1"
