@@ -33,7 +33,7 @@ setup: $(STAMP)
 label-curve: $(STAMP)  ## queue labeled_frac x ssl.method x seed experiments and draw reports/label_curve.png
 	python bench/label_curve.py $(if $(SHARD),--shard $(SHARD)) $(if $(GIT_REMOTE),--git-remote $(GIT_REMOTE)) $(ARGS)
 
-pareto: $(STAMP)  ## queue tuned skip vs fixmatch at three CPU-minute budgets x 3 seeds, draw reports/pareto.png (CPU: hours)
+pareto: $(STAMP)  ## queue tuned skip vs fixmatch and label_propagation at three CPU-minute budgets x 3 seeds, draw reports/pareto.png (CPU: hours)
 	python bench/pareto.py $(ARGS)
 
 bench: $(STAMP)  ## the notebooks vs the project -> bench/results/*.json and a table (CPU: ~12 min)

@@ -1,15 +1,15 @@
 """The answer drawn: test accuracy against training CPU-minutes, per labeled_frac, of the tuned supervised
-baseline (skip) and a semi-supervised method, each trained for several budgets; and the label multiplier: how
-many labels skip needs to match the method in the same minutes.
+baseline (skip) and the semi-supervised methods (fixmatch, label_propagation), each trained for several budgets;
+and the label multiplier: how many labels skip needs to match a method in the same minutes.
 
     make pareto                                      # = python bench/pareto.py: queue, run, draw (CPU: hours)
-    python bench/pareto.py --fracs 0.01 --seeds 0    # a part of the grid
+    python bench/pareto.py --fracs 0.01 --seeds 0    # a part of the grid; runs already done are not rerun
     python bench/pareto.py --plot-only               # redraw from reports/label_curve.csv
 
 Every run is a `dvc exp run` from bench/label_curve.py's queue, and its row lands in reports/label_curve.csv.
 Each fraction trains with skip's recipe tuned on that fraction's own validation labels
 (bench/results/skip_tuning.jsonl; a fraction that was not tuned takes the nearest tuned one's), and the method
-with the same recipe, so the two differ only in what they do with the unlabeled images. Seeds are paired: the
+with the same recipe, so they differ only in what they do with the unlabeled images. Seeds are paired: the
 same seed draws the same split, labels and initial weights for both. Writes reports/pareto.csv (per fraction,
 method, recipe and budget: means over seeds; a DVC plot) and reports/pareto.png (a panel per fraction), and
 prints the table and the label multipliers.
@@ -32,12 +32,17 @@ from fewlabels.params import Params, override  # noqa: E402
 
 TUNING = Path(__file__).resolve().parent / "results" / "skip_tuning.jsonl"
 # Epochs per method: the budgets of the plot. On this project's 2-core CPUs (bn_cnn, bf16 + channels_last) an
-# epoch of 422 labeled batches takes skip 17-26 s and fixmatch (3 unlabeled batches a labeled one) 100-120 s,
-# so both land near 1.5, 3.5 and 7 training minutes. The middle budgets (similar minutes) place the multiplier.
-BUDGETS = {"skip": (4, 8, 16), "fixmatch": (1, 2, 4)}
-# A method's settings beyond skip's recipe: no warm-up, which counts whole epochs (its first epoch would train
-# on labels only, the whole of a 1-epoch budget); FixMatch's confidence threshold guards its start instead.
-METHOD_SETTINGS = {"skip": (), "fixmatch": ("ssl.warmup_epochs=0",)}
+# epoch of 422 labeled batches takes skip 17-26 s, fixmatch (3 unlabeled batches a labeled one) 100-120 s and
+# label_propagation (one unlabeled batch a labeled one, after a supervised first epoch) about 115 s, of which
+# the propagation over 54,000 images about 60 s; so all land near 2, 4 and 8 training minutes. The middle
+# budgets (similar minutes) place the multiplier.
+BUDGETS = {"skip": (4, 8, 16), "fixmatch": (1, 2, 4), "label_propagation": (2, 3, 5)}
+# A method's settings beyond skip's recipe. fixmatch: no warm-up, which counts whole epochs (its first epoch would
+# train on labels only, the whole of a 1-epoch budget); its confidence threshold guards its start instead.
+# label_propagation: its first epoch supervised (the default warm-up), as the graph needs a trained embedding;
+# one unlabeled batch a labeled one, the embedding of each image averaged with its mirror image's (Iscen et al.)
+METHOD_SETTINGS = {"skip": (), "fixmatch": ("ssl.warmup_epochs=0",),
+                   "label_propagation": ("ssl.unlabeled_ratio=1", "ssl.lp_mirror=true")}
 MULTIPLIER_FRACS = (0.02, 0.1, 0.2)  # skip also runs these, at its middle budget: the curve the multiplier reads
 FIELDS = ["labeled_frac", "method", "recipe", "epochs", "train_seconds", "test_acc", "std", "n"]
 
@@ -161,13 +166,15 @@ def plot(points: list[dict], model: str):
     fracs = sorted({p["labeled_frac"] for p in points
                     if sum(q["labeled_frac"] == p["labeled_frac"] and q["method"] == p["method"] for q in points) > 1})
     fig, axes = plt.subplots(1, max(1, len(fracs)), figsize=(6 * max(1, len(fracs)), 4.5), squeeze=False)
+    methods = sorted({p["method"] for p in points})  # a method keeps its colour in every panel
     for ax, frac in zip(axes[0], fracs):
         here = [p for p in points if p["labeled_frac"] == frac]
         for name in sorted({(p["method"], p["recipe"]) for p in here}):
             line = sorted((p for p in here if (p["method"], p["recipe"]) == name), key=lambda p: p["epochs"])
             minutes = [p["train_seconds"] / 60 for p in line]
             ax.errorbar(minutes, [p["test_acc"] for p in line], yerr=[p["std"] for p in line], marker="o",
-                        capsize=3, label=name[0] + (f" ({name[1]})" if name[1] else ""))
+                        capsize=3, color=f"C{methods.index(name[0])}",
+                        label=name[0] + (f" ({name[1]})" if name[1] else ""))
             for x, p in zip(minutes, line):
                 ax.annotate(f"{p['epochs']} ep", (x, p["test_acc"]), textcoords="offset points", xytext=(4, -10),
                             fontsize="x-small")
@@ -178,7 +185,7 @@ def plot(points: list[dict], model: str):
         ax.set_ylabel(f"test accuracy ({model}), mean ± std over seeds")
         ax.set_title(f"labeled_frac {frac}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", loc="best")
     fig.tight_layout()
     return fig
 
@@ -186,7 +193,8 @@ def plot(points: list[dict], model: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fracs", type=float, nargs="+", default=[0.01, 0.05])
-    parser.add_argument("--methods", nargs="+", default=["fixmatch"], choices=sorted(set(BUDGETS) - {"skip"}))
+    parser.add_argument("--methods", nargs="+", default=["fixmatch", "label_propagation"],
+                        choices=sorted(set(BUDGETS) - {"skip"}))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", default="bn_cnn", help="the one model each run trains")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (on a CPU each uses every core)")

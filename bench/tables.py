@@ -221,7 +221,8 @@ def tables() -> dict[str, str]:
         "label_curve_means": markdown_table(summarize(curve_runs(REPO / "reports" / "label_curve.csv"))),
         "label_curve_per_pass": method_grid(per_pass, seconds=True),
         "pareto": pareto.markdown(points),
-        "pareto_multipliers": "".join(f"- {line}\n" for line in pareto.multipliers(points, "fixmatch")),
+        "pareto_multipliers": "".join(f"- {line}\n" for method in sorted({p["method"] for p in points} - {"skip"})
+                                      for line in pareto.multipliers(points, method)),
         "selection": selection(json_lines(RESULTS / "selection.jsonl")),
         "skip_tuning": skip_tuning(json_lines(RESULTS / "skip_tuning.jsonl")),
     }

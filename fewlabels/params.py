@@ -184,6 +184,8 @@ class SSLConfig(Section):
     lp_knn: int = Field(50, ge=1, le=1000, description="label_propagation: neighbours of each image in the graph")
     lp_alpha: float = Field(0.99, gt=0, lt=1, description="label_propagation: how far labels diffuse (the weight "
                                                           "of the graph against the labeled images)")
+    lp_mirror: bool = Field(False, description="label_propagation: embed each image as the mean of its and its mirror "
+                                               "image's features (not for digits)")
     ema_teacher: bool = Field(True, description="with train.ema on, the weight average makes the pseudo-labels; "
                                                 "false: the model being trained does (published FixMatch)")
 
@@ -240,6 +242,9 @@ class Params(Section):
         if self.evaluate.tta == "mirror" and not DATASETS[self.dataset].mirror_safe:
             raise ValueError(f"evaluate.tta=mirror averages each image with its mirror image, which in {self.dataset} "
                              "shows another class: set evaluate.tta to none")
+        if self.ssl.lp_mirror and not DATASETS[self.dataset].mirror_safe:
+            raise ValueError(f"ssl.lp_mirror embeds each image with its mirror image, which in {self.dataset} shows "
+                             "another class: set ssl.lp_mirror to false")
         late = [m for m in self.train.step_milestones if m >= self.train.epochs]
         if self.train.scheduler == "step" and late:
             raise ValueError(f"train.step_milestones {late} are not before the last of train.epochs "

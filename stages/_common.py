@@ -50,6 +50,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _exit_now(signum, frame):
+    os._exit(130)  # a second Ctrl-C (or SIGTERM) while exiting: leave at once, not with a traceback from an
+    # exit handler it cut short (torch._dynamo, DVCLive register some); the one line is already printed
+
+
 def run(main) -> None:
     """Call a stage's main() the way `python -m stages.<name>` should end. A KeyboardInterrupt raised with a
     message says what was kept (the train stage's resume state); without one, nothing was."""
@@ -59,5 +64,7 @@ def run(main) -> None:
     except UserError as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt as err:
+        signal.signal(signal.SIGINT, _exit_now)
+        signal.signal(signal.SIGTERM, _exit_now)
         print(f"interrupted: {err.args[0] if err.args else 'nothing written'}", file=sys.stderr)
         sys.exit(130)

@@ -137,6 +137,47 @@ class _Payload:
         return os.system, ("touch pwned",)
 
 
+AT_EXIT_STAGE = """
+import atexit, pathlib, time
+from stages._common import run
+
+def slow_exit_handler():  # as torch._dynamo's and DVCLive's: work left for the interpreter's exit
+    pathlib.Path("exiting").touch()
+    while not pathlib.Path("go").exists():
+        time.sleep(0.01)
+
+def main():
+    atexit.register(slow_exit_handler)
+    pathlib.Path("started").touch()
+    while True:
+        time.sleep(0.01)
+
+run(main)
+"""
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+def test_a_second_ctrl_c_while_exiting_ends_the_stage_without_a_traceback(tmp_path):
+    """Ctrl-C pressed twice, or DVC passing on the terminal's Ctrl-C: the second one lands in an exit handler.
+    The stage still ends with its one line and exit status 130, not with that handler's traceback."""
+    (tmp_path / "stage.py").write_text(AT_EXIT_STAGE)
+    proc = start(tmp_path, sys.executable, "stage.py")
+    wait_for_file(tmp_path / "started", proc)
+    proc.send_signal(signal.SIGINT)
+    wait_for_file(tmp_path / "exiting", proc)
+    proc.send_signal(signal.SIGINT)
+    (tmp_path / "go").touch()  # were the second Ctrl-C lost, the handler would end here, cleanly
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stderr.strip() == "interrupted: nothing written", stderr
+
+
 @pytest.mark.parametrize("content", ["garbage", "truncated", "code"])
 def test_evaluate_refuses_a_checkpoint_that_is_not_ours(tmp_path, content):
     work = stage_inputs(tmp_path, n=100)

@@ -321,6 +321,20 @@ def test_pseudo_labels_by_hand():
     assert class_weights.tolist() == pytest.approx([(4 / 3) / 3, 4 / 3, (4 / 3) / 1])  # class 1: none, counted as 1
 
 
+def test_mirrored_embedding_is_the_mean_of_each_image_and_its_mirror_image_normalised():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    images = (torch.rand(5, 1, 2, 3) * 255).to(torch.uint8)
+    prep = lambda batch: batch.float() / 255  # noqa: E731
+    features = model[:3](prep(images))
+    mirrored = model[:3](prep(images).flip(3))
+    expected = torch.nn.functional.normalize((features + mirrored) / 2, dim=1)
+    assert torch.allclose(label_propagation.embed(model, prep, images, mirror=True), expected, atol=1e-6)
+    plain = label_propagation.embed(model, prep, images)
+    assert torch.allclose(plain, torch.nn.functional.normalize(features, dim=1), atol=1e-6)
+    assert not torch.allclose(plain, expected, atol=1e-3)  # the mirror image tells the embedding something
+
+
 def test_label_propagation_trains_towards_the_propagated_labels():
     """Before the first propagation an unlabeled batch teaches nothing; after it, its loss is the weighted
     cross-entropy to the propagated classes."""

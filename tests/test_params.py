@@ -131,6 +131,8 @@ def test_dvc_style_exponent_floats_validate(raw, tmp_path):
     (("dataset=mnist", "evaluate.tta=mirror"), "evaluate.tta=mirror averages each image with its mirror image, "
                                                "which in mnist shows another class: set evaluate.tta to none"),
     ("evaluate.tta=rotate", "evaluate.tta must be 'none' or 'mirror', got 'rotate'"),
+    (("dataset=mnist", "ssl.lp_mirror=true"), "ssl.lp_mirror embeds each image with its mirror image, which in mnist "
+                                              "shows another class: set ssl.lp_mirror to false"),
 ])
 def test_bad_setting_is_one_line_naming_the_key(raw, setting, message):
     with pytest.raises(ParamError) as err:

@@ -1,14 +1,15 @@
 """Label propagation on the model's own embeddings (Iscen, Tolias, Avrithis & Chum, "Label Propagation for Deep
 Semi-supervised Learning", CVPR 2019; reference code ahmetius/LP-DeepSSL, lp/db_semisuper.py: update_plabels).
 
-Before every epoch that trains on unlabeled batches, the teacher embeds every training image (the input of its
-last linear layer, L2-normalised). A k-nearest-neighbour graph joins them (affinity: cosine similarity cubed,
-ssl.lp_knn neighbours, symmetrised and normalised D^-1/2 W D^-1/2), and the labeled images' classes diffuse over
-it: (I - ssl.lp_alpha W) Z = Y, solved per class by conjugate gradient (Y: 1 / class size at each labeled image
-of the class). An unlabeled image's pseudo-label is its largest Z; its weight is 1 - entropy(Z row, L1-normalised)
-/ log C, scaled so the most certain image weighs 1; each class weighs (images / classes) / images it labels,
-against class imbalance. An unlabeled batch then trains on the weak view with cross-entropy to those labels,
-times both weights. Only the labeled images' labels are used (Run.labels holds -1 at every unlabeled position).
+Before every epoch that trains on unlabeled batches, the teacher embeds every training image (the input of its last
+linear layer, L2-normalised; with ssl.lp_mirror, the mean of the image's and its mirror image's). A
+k-nearest-neighbour graph joins them (affinity: cosine similarity cubed, ssl.lp_knn neighbours, symmetrised and
+normalised D^-1/2 W D^-1/2), and the labeled images' classes diffuse over it: (I - ssl.lp_alpha W) Z = Y, solved
+per class by conjugate gradient (Y: 1 / class size at each labeled image of the class). An unlabeled image's
+pseudo-label is its largest Z; its weight is 1 - entropy(Z row, L1-normalised) / log C, scaled so the most certain
+image weighs 1; each class weighs (images / classes) / images it labels, against class imbalance. An unlabeled
+batch then trains on the weak view with cross-entropy to those labels, times both weights. Only the labeled images'
+labels are used (Run.labels holds -1 at every unlabeled position).
 
 Deviations: the graph is built exactly (a chunked matrix product, no faiss); the reference trains its second
 stage on mixed batches, here unlabeled batches stay pure and join the next labeled step like every method's.
@@ -37,7 +38,7 @@ class Method(base.Method):
         self.class_weights = torch.ones(run.classes, device=run.device)
 
     def start_epoch(self, teacher, prep, images: torch.Tensor) -> None:
-        scores = propagate(embed(teacher, prep, images), self.labels, len(self.class_weights),
+        scores = propagate(embed(teacher, prep, images, self.ssl.lp_mirror), self.labels, len(self.class_weights),
                            self.ssl.lp_knn, self.ssl.lp_alpha)
         targets, weights, class_weights = pseudo_labels(scores, self.labels)
         self.targets.copy_(targets)
@@ -58,16 +59,21 @@ def last_linear(model) -> torch.nn.Linear:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
-def embed(model, prep, images: torch.Tensor) -> torch.Tensor:
+def embed(model, prep, images: torch.Tensor, mirror: bool = False) -> torch.Tensor:
     """L2-normalised inputs of `model`'s last linear layer (its penultimate features) for every image [N, D], on
-    the CPU (eval mode, no gradient)."""
+    the CPU (eval mode, no gradient); with `mirror`, of the mean of each image's and its mirror image's."""
     features = []
     hook = last_linear(model).register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu()))
     try:
         predict(model, prep, images, images.device, amp=False)
+        if mirror:
+            predict(model, lambda x: prep(x).flip(3), images, images.device, amp=False)
     finally:
         hook.remove()
-    return F.normalize(torch.cat(features), dim=1)
+    features = torch.cat(features)
+    if mirror:  # the first half: the images; the second: their mirror images, in the same order
+        features = (features[:len(images)] + features[len(images):]) / 2
+    return F.normalize(features, dim=1)
 
 
 def knn_graph(features: torch.Tensor, k: int) -> scipy.sparse.csr_matrix:
