@@ -72,6 +72,12 @@ def pareto_points(path: Path) -> list[dict]:
                 for r in csv.DictReader(f)]
 
 
+def pareto_multipliers(points: list[dict]) -> str:
+    """The label multiplier lines (bench.pareto.multipliers) of every method on the grid but skip, as a list."""
+    return "".join(f"- {line}\n" for method in sorted({p["method"] for p in points} - {"skip"})
+                   for line in pareto.multipliers(points, method))
+
+
 def per_pass_runs(path: Path) -> list[dict]:
     """The frozen curve from before the step budget: its rows predate the recipe column (each ran that
     time's defaults), so they get an empty one."""
@@ -221,8 +227,7 @@ def tables() -> dict[str, str]:
         "label_curve_means": markdown_table(summarize(curve_runs(REPO / "reports" / "label_curve.csv"))),
         "label_curve_per_pass": method_grid(per_pass, seconds=True),
         "pareto": pareto.markdown(points),
-        "pareto_multipliers": "".join(f"- {line}\n" for method in sorted({p["method"] for p in points} - {"skip"})
-                                      for line in pareto.multipliers(points, method)),
+        "pareto_multipliers": pareto_multipliers(points),
         "selection": selection(json_lines(RESULTS / "selection.jsonl")),
         "skip_tuning": skip_tuning(json_lines(RESULTS / "skip_tuning.jsonl")),
     }

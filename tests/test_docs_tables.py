@@ -45,6 +45,17 @@ def test_ssl_methods_names_what_a_run_alone_sets_and_its_points_over_skip():
     ]
 
 
+def test_the_multiplier_list_has_every_method_on_the_grid_but_skip():
+    def point(method, frac, epochs, acc):
+        return {"labeled_frac": frac, "method": method, "epochs": epochs, "test_acc": acc, "train_seconds": 60.0}
+    points = [point("skip", 0.01, 8, 0.80), point("skip", 0.02, 8, 0.90),
+              point("label_propagation", 0.01, 3, 0.85), point("fixmatch", 0.01, 2, 0.79)]
+    assert tables.pareto_multipliers(points).splitlines() == [
+        "- fixmatch at 0.01 (0.7900 in 1.0 min): no gain, skip at 0.01 reaches 0.8000",
+        "- label_propagation at 0.01 (0.8500 in 1.0 min) = skip at 0.014: 1.4x the labels",
+    ]
+
+
 def test_label_curve_reads_the_csv_and_lists_each_run(tmp_path):
     path = tmp_path / "label_curve.csv"
     with open(path, "w", newline="") as f:
