@@ -91,7 +91,8 @@ def protocol(run_record: dict) -> str:
     return "v2" if "labels_used" in run_record else "v1"
 
 
-def _key(row: dict) -> tuple:
+def run_key(row: dict) -> tuple:
+    """What tells one run's row of reports/label_curve.csv from another's (text or numbers alike)."""
     return float(row["labeled_frac"]), row["method"], row["recipe"], int(row["seed"]), row["model"], row["protocol"]
 
 
@@ -105,7 +106,7 @@ def merge(kept: list[dict], new: list[dict]) -> list[dict]:
         row = dict(row, labeled_frac=float(row["labeled_frac"]), seed=int(row["seed"]),
                    test_acc=float(row["test_acc"]), train_seconds=float(row["train_seconds"]),
                    protocol=row.get("protocol") or "v1")
-        rows[_key(row)] = row
+        rows[run_key(row)] = row
     return [rows[k] for k in sorted(rows, key=lambda k: (k[5], k[1], k[2], k[0], k[3], k[4]))]
 
 

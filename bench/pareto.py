@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from bench import label_curve  # noqa: E402
-from bench.curve import plt, recipe  # noqa: E402  (matplotlib, headless)
+from bench.curve import merge, plt, recipe, run_key  # noqa: E402  (matplotlib, headless)
 from fewlabels.atomic import atomic_path  # noqa: E402
 from fewlabels.params import Params, override  # noqa: E402
 
@@ -72,22 +72,18 @@ def recipe_text(overrides: tuple[str, ...]) -> str:
 def cells(fracs, methods, seeds, tuned, model: str, done=frozenset()) -> list[list[str]]:
     """The `dvc exp run -S` settings of every run, seed after seed (an interrupted grid leaves whole seeds):
     skip and each method (with its METHOD_SETTINGS) at each of its budgets per fraction, then skip at its middle
-    budget at the MULTIPLIER_FRACS not already in `fracs`. Runs in `done` (run_key of reports/label_curve.csv's
-    v2 rows) are left out: a grid interrupted or widened queues only what it lacks."""
+    budget at the MULTIPLIER_FRACS not already in `fracs`. Runs in `done` (bench.curve.run_key of
+    reports/label_curve.csv's rows) under protocol v2 are left out: a grid interrupted or widened queues only what
+    it lacks."""
     runs = []
     for seed in seeds:
         plan = [(frac, method, epochs) for frac in fracs for method in ("skip", *methods) for epochs in BUDGETS[method]]
         plan += [(frac, "skip", BUDGETS["skip"][1]) for frac in MULTIPLIER_FRACS if frac not in fracs]
         for frac, method, epochs in plan:
             how = (f"train.epochs={epochs}", *recipe_for(frac, tuned), *METHOD_SETTINGS[method])
-            if (model, frac, method, seed, recipe_text(how)) not in done:
+            if (frac, method, recipe_text(how), seed, model, "v2") not in done:
                 runs.append([f"labeled_frac={frac}", f"ssl.method={method}", f"seed={seed}", f"models=[{model}]", *how])
     return runs
-
-
-def run_key(row: dict) -> tuple:
-    """What tells a reports/label_curve.csv row's run apart from another: model, fraction, method, seed, recipe."""
-    return row["model"], float(row["labeled_frac"]), row["method"], int(row["seed"]), row["recipe"]
 
 
 def budget_points(rows: list[dict]) -> list[dict]:
@@ -206,7 +202,7 @@ def main() -> None:
         tuned = tuned_recipes([json.loads(line) for line in f if line.strip()])
     if not args.plot_only:
         label_curve.refuse_uncommitted_settings()
-        done = {run_key(r) for r in label_curve.read_rows(args.out) if r.get("protocol") == "v2"}
+        done = {run_key(r) for r in merge(label_curve.read_rows(args.out), [])}  # merge: an old row is v1
         runs = cells(args.fracs, args.methods, args.seeds, tuned, args.model, done)
         for sets in runs:
             label_curve.dvc("exp", "run", "--queue", *[a for s in sets for a in ("-S", s)])

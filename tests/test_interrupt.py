@@ -57,13 +57,18 @@ def start(cwd: Path, *cmd: str, **kwargs) -> subprocess.Popen:
                             preexec_fn=as_from_a_terminal, **kwargs)
 
 
+def wait_until(done, proc: subprocess.Popen, what: str, timeout_s: float) -> None:
+    """Poll done() while `proc` runs: the signal a test waits for is a file the child writes."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{what} never appeared"
+        time.sleep(0.01)
+
+
 def wait_for_resume_state(cwd: Path, proc: subprocess.Popen, timeout_s: float = 240) -> None:
     """Until the first epoch's state is saved (the run is then mid-way: 3 epochs of a few seconds)."""
-    deadline = time.monotonic() + timeout_s
-    while not list((cwd / ".resume" / MODEL).glob("*.pt")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no resume state appeared"
-        time.sleep(0.02)
+    wait_until(lambda: list((cwd / ".resume" / MODEL).glob("*.pt")), proc, "a resume state", timeout_s)
 
 
 def train_stage(cwd: Path) -> subprocess.CompletedProcess:
@@ -156,22 +161,14 @@ run(main)
 """
 
 
-def wait_for_file(path: Path, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.01)
-
-
 def test_a_second_ctrl_c_while_exiting_ends_the_stage_without_a_traceback(tmp_path):
     """Ctrl-C pressed twice, or DVC passing on the terminal's Ctrl-C: the second one lands in an exit handler.
     The stage still ends with its one line and exit status 130, not with that handler's traceback."""
     (tmp_path / "stage.py").write_text(AT_EXIT_STAGE)
     proc = start(tmp_path, sys.executable, "stage.py")
-    wait_for_file(tmp_path / "started", proc)
+    wait_until((tmp_path / "started").exists, proc, "started", 120)
     proc.send_signal(signal.SIGINT)
-    wait_for_file(tmp_path / "exiting", proc)
+    wait_until((tmp_path / "exiting").exists, proc, "exiting", 120)
     proc.send_signal(signal.SIGINT)
     (tmp_path / "go").touch()  # were the second Ctrl-C lost, the handler would end here, cleanly
     _, stderr = proc.communicate(timeout=60)

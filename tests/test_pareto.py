@@ -5,6 +5,7 @@ import math
 import pytest
 
 from bench import pareto
+from bench.curve import run_key
 
 
 def tuning_run(frac, overrides, valid, test, seed=0):
@@ -48,7 +49,7 @@ def test_the_grid_leaves_out_runs_already_in_the_label_curve():
     kept = {"model": "bn_cnn", "labeled_frac": "0.01", "method": "skip", "seed": "0", "protocol": "v2",
             "recipe": f"train.augment=flip_crop train.epochs={pareto.BUDGETS['skip'][1]}"}
     other_model = dict(kept, model="cnn")
-    done = {pareto.run_key(kept), pareto.run_key(other_model)}  # everything[1]: skip, second budget, seed 0
+    done = {run_key(kept), run_key(other_model)}  # everything[1]: skip, second budget, seed 0
     assert pareto.cells([0.01], ["fixmatch"], [0, 1], tuned, "bn_cnn", done) == everything[:1] + everything[2:]
 
 
