@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test test-quick check setup fashion-mnist label-curve pareto bench docs lock lock-cpu image-test
+.PHONY: run test test-quick check setup fashion-mnist label-curve pareto bench docs lock lock-verify lock-cpu image-test
 run: $(STAMP) fashion-mnist
 	dvc repro
 
@@ -42,28 +42,58 @@ bench: $(STAMP)  ## the notebooks vs the project -> bench/results/*.json and a t
 docs: $(STAMP)  ## rewrite the docs' measured tables from bench/results/ and reports/{label_curve,pareto}*.csv
 	python -m bench.tables
 
-$(STAMP): pyproject.toml requirements.lock
+# One lock per platform users have, all at the same versions (`make lock` writes the three): this host's.
+PLATFORM := $(shell uname -s)-$(shell uname -m)
+LOCK_Linux-x86_64  := requirements.lock
+LOCK_Linux-aarch64 := requirements-linux-aarch64.lock
+LOCK_Darwin-arm64  := requirements-macos-arm64.lock
+LOCK := $(LOCK_$(PLATFORM))
+
+$(STAMP): pyproject.toml $(LOCK)
+	@[ -n "$(LOCK)" ] || { echo "error: no lock for $(PLATFORM): supported are Linux x86_64, Linux aarch64 and" \
+	  "macOS arm64 (Apple silicon); on another, run in the container (docs/container.md)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	# Every package from the lock, each file checked against its sha256; then this project, editable, with the
 	# locked setuptools. grep drops pip's notes about this machine's absent local package mirrors; pipefail keeps
 	# pip's exit status.
-	$(BIN)/pip install -q --require-hashes -r requirements.lock 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/pip install -q --require-hashes -r $(LOCK) 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
 
-# requirements.lock: every package of the venv and of the image (torch's CUDA wheels included) at one version,
-# with the sha256 of each of its files on PyPI, resolved for the image's platform (CPython 3.11, Linux x86_64)
-# whatever the host. Re-resolving keeps the pins already there while pyproject.toml allows them (add
+# The locks: every package of the venv (and, Linux x86_64's, of the image) at one version, with the sha256 of each
+# of its files on PyPI, resolved for CPython 3.11 on each platform whatever the host: requirements.lock for Linux
+# x86_64, then Linux aarch64 and macOS 14+ on Apple silicon held at its versions (PyPI's torch is a CUDA build on
+# both Linux platforms). Re-resolving keeps the pins already there while pyproject.toml allows them (add
 # UV_FLAGS=--upgrade to move everything to the newest release).
-LOCK_WITH := uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
-	--python-platform x86_64-manylinux_2_28 $(UV_FLAGS)
+LOCK_WITH := uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 $(UV_FLAGS)
 lock: $(STAMP)
-	$(LOCK_WITH) --custom-compile-command 'make lock' -o requirements.lock
+	$(LOCK_WITH) --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' -o requirements.lock
+	$(LOCK_WITH) --python-platform aarch64-manylinux_2_28 --custom-compile-command 'make lock' -c requirements.lock \
+	  -o requirements-linux-aarch64.lock
+	MACOSX_DEPLOYMENT_TARGET=14.0 $(LOCK_WITH) --python-platform aarch64-apple-darwin \
+	  --custom-compile-command 'make lock' -c requirements.lock -o requirements-macos-arm64.lock
+
+# Every file of each lock downloaded for its platform and checked against its sha256 (GBs; needs PyPI): what
+# `pip install --require-hashes` on that platform would fetch. --no-deps: pip evaluates dependency markers for
+# this host, not the target; each lock lists every package. antlr4-python3-runtime 4.9.3 (hydra's pure-Python
+# parser runtime, via dvc) is on PyPI as source only. pip matches manylinux tags exactly: give it every glibc.
+MANYLINUX = $(foreach v,$(shell seq 28 -1 17),--platform manylinux_2_$(v)_$(1)) --platform manylinux2014_$(1)
+lock-verify: $(STAMP)
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	for lock in "requirements.lock $(call MANYLINUX,x86_64)" \
+	            "requirements-linux-aarch64.lock $(call MANYLINUX,aarch64)" \
+	            "requirements-macos-arm64.lock --platform macosx_14_0_arm64"; do \
+	  set -- $$lock; echo "$$1: $$(grep -c '^[a-z0-9].*==' $$1) packages"; file=$$1; shift; \
+	  $(BIN)/pip download -q --no-deps --python-version 3.11 --implementation cp --only-binary :all: \
+	    --no-binary antlr4-python3-runtime --require-hashes -r $$file -d $$dir/$$file "$$@" 2>&1 \
+	    | { grep -v '^WARNING: Location' || true; }; \
+	  echo "$$file: $$(ls $$dir/$$file | wc -l) files downloaded, every sha256 as locked"; \
+	done
 
 # requirements-cpu.lock: the same with PyTorch's CPU build of torch/torchvision, from PyTorch's own index (named in
 # the lock, so the image build finds it), the other packages held at requirements.lock's versions.
 lock-cpu: $(STAMP)
-	$(LOCK_WITH) --custom-compile-command 'make lock-cpu' -c requirements.lock \
+	$(LOCK_WITH) --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock-cpu' -c requirements.lock \
 	  --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match --emit-index-url \
 	  -o requirements-cpu.lock
 

@@ -99,15 +99,24 @@ def run_key(row: dict) -> tuple:
 def merge(kept: list[dict], new: list[dict]) -> list[dict]:
     """The rows already in reports/label_curve.csv (earlier sessions, other hosts: read back as text) and
     this run's: a new row replaces a kept one of the same labeled_frac, method, recipe, seed, model and
-    protocol (a kept row from before the protocol column is v1). Sorted by method, recipe, labeled_frac, seed;
+    protocol (a kept row from before the protocol column is v1), unless only its rev differs: the same run seen
+    again from a later commit (a commit's own metrics, shown by `dvc exp show` at every commit) keeps the rev
+    that made it, so the csv changes only when a result does. Sorted by method, recipe, labeled_frac, seed;
     numbers as numbers."""
     rows = {}
     for row in [*kept, *new]:
         row = dict(row, labeled_frac=float(row["labeled_frac"]), seed=int(row["seed"]),
                    test_acc=float(row["test_acc"]), train_seconds=float(row["train_seconds"]),
                    protocol=row.get("protocol") or "v1")
-        rows[run_key(row)] = row
+        old = rows.get(run_key(row))
+        if old is None or _as_text(old, "rev") != _as_text(row, "rev"):
+            rows[run_key(row)] = row
     return [rows[k] for k in sorted(rows, key=lambda k: (k[5], k[1], k[2], k[0], k[3], k[4]))]
+
+
+def _as_text(row: dict, leave_out: str) -> dict:
+    """A row's fields but one, as the csv writes them (a kept row is read back as text, a new one has numbers)."""
+    return {key: "" if value is None else str(value) for key, value in row.items() if key != leave_out}
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -186,6 +186,8 @@ class SSLConfig(Section):
                                                           "of the graph against the labeled images)")
     lp_mirror: bool = Field(False, description="label_propagation: embed each image as the mean of its and its mirror "
                                                "image's features (not for digits)")
+    lp_strong: bool = Field(False, description="label_propagation: learn the propagated labels on the strong view "
+                                               "(ssl.strong) of an unlabeled batch instead of the weak one")
     ema_teacher: bool = Field(True, description="with train.ema on, the weight average makes the pseudo-labels; "
                                                 "false: the model being trained does (published FixMatch)")
 

@@ -26,6 +26,7 @@ HADOLINT_CONFIG = REPO / ".hadolint.yaml"
 SMOKE = REPO / "docker" / "smoke.sh"
 STANDIN_BASE = REPO / "docker" / "standin-base.sh"
 LOCK = REPO / "requirements.lock"
+LOCKS = ["requirements.lock", "requirements-linux-aarch64.lock", "requirements-macos-arm64.lock"]  # make lock's
 
 
 def pyproject_pins() -> dict[str, str]:
@@ -34,10 +35,10 @@ def pyproject_pins() -> dict[str, str]:
     return {canonicalize_name(name): version for name, version in (d.split("==") for d in deps)}
 
 
-def locked() -> dict[str, tuple[str, list[str]]]:
-    """requirements.lock as {canonical name: (version, [sha256 hashes])}; each entry must be name==version."""
+def locked(lock: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """A lock as {canonical name: (version, [sha256 hashes])}; each entry must be name==version."""
     entries, name = {}, None
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         line = line.split("#")[0].strip().rstrip("\\").strip()
         if not line:
             continue
@@ -68,17 +69,50 @@ def test_hadolint_finds_nothing():
 
 # --- requirements.lock -------------------------------------------------------------------------------------
 
-def test_lock_pins_every_entry_with_hashes():
-    entries = locked()
+@pytest.mark.parametrize("lock", LOCKS)
+def test_lock_pins_every_entry_with_hashes(lock):
+    entries = locked(REPO / lock)
     assert entries, "empty lock"
     for name, (version, hashes) in entries.items():
         assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), f"{name}=={version} has no sha256"
 
 
-def test_lock_agrees_with_pyproject():
-    entries = locked()
+@pytest.mark.parametrize("lock", LOCKS)
+def test_lock_agrees_with_pyproject(lock):
+    entries = locked(REPO / lock)
     for name, version in pyproject_pins().items():
         assert name in entries and entries[name][0] == version, f"pyproject pins {name}=={version}, lock {entries.get(name)}"
+
+
+@pytest.mark.parametrize("lock", LOCKS[1:])
+def test_every_platform_gets_the_versions_of_requirements_lock(lock):
+    main, other = locked(), locked(REPO / lock)
+    assert {name: entry[0] for name, entry in other.items()} == {name: main[name][0] for name in other}
+
+
+def fake_uname(tmp_path, system: str, machine: str) -> dict:
+    """An environment whose `uname` prints `system` for -s and `machine` for -m."""
+    (tmp_path / "uname").write_text(f'#!/bin/sh\ncase "$1" in -s) echo {system};; *) echo {machine};; esac\n')
+    (tmp_path / "uname").chmod(0o755)
+    return dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("system, machine, lock", [("Linux", "x86_64", LOCKS[0]), ("Linux", "aarch64", LOCKS[1]),
+                                                   ("Darwin", "arm64", LOCKS[2])])
+def test_setup_installs_the_hosts_lock(tmp_path, system, machine, lock):
+    out = subprocess.run(["make", "-n", "-B", "-C", str(REPO), "setup", f"VENV={tmp_path / 'venv'}"],
+                         env=fake_uname(tmp_path, system, machine), capture_output=True, text=True, timeout=60)
+    installs = [line for line in out.stdout.splitlines() if "--require-hashes -r" in line]
+    assert out.returncode == 0 and len(installs) == 1 and installs[0].split("--require-hashes -r ")[1].startswith(
+        f"{lock} "), out.stdout + out.stderr
+
+
+def test_setup_on_a_platform_without_a_lock_stops_with_one_line(tmp_path):
+    venv = tmp_path / "venv"
+    out = subprocess.run(["make", "-s", "-C", str(REPO), "setup", f"VENV={venv}"],
+                         env=fake_uname(tmp_path, "Linux", "riscv64"), capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and not venv.exists()
+    assert out.stdout.strip().startswith("error: no lock for Linux-riscv64: supported are Linux x86_64,"), out.stdout
 
 
 def test_lock_has_every_dependency_of_what_it_pins():

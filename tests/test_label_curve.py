@@ -261,3 +261,13 @@ def test_the_csv_accumulates_and_a_new_run_replaces_its_cell():
     both = merge(kept, [dict(new[0], protocol="v2")])
     assert [(r["labeled_frac"], r["rev"], r["protocol"]) for r in both] == [
         (0.01, "aaa", "v1"), (0.05, "bbb", "v1"), (0.01, "ccc", "v2")]
+
+
+def test_the_same_run_seen_from_a_later_commit_keeps_its_rev():
+    kept = [{"labeled_frac": "1.0", "method": "skip", "recipe": "", "seed": "0", "test_acc": "0.9223", "model": "bn_cnn",
+             "epochs": "4", "device": "cpu", "train_seconds": "64.9", "pseudo_label_acc": "", "rev": "aaa",
+             "protocol": "v2"}]
+    again = dict(labeled_frac=1.0, method="skip", recipe="", seed=0, test_acc=0.9223, model="bn_cnn", epochs=4,
+                 device="cpu", train_seconds=64.9, pseudo_label_acc=None, rev="bbb", protocol="v2")
+    assert [r["rev"] for r in merge(kept, [again])] == ["aaa"]
+    assert [r["rev"] for r in merge(kept, [dict(again, test_acc=0.9224)])] == ["bbb"]  # a new result wins

@@ -352,6 +352,15 @@ def test_label_propagation_trains_towards_the_propagated_labels():
     expected = (expected * lp.weights[index] * lp.class_weights[lp.targets[index]]).mean()
     assert lp.loss(model, x, views, model, index).item() == pytest.approx(expected.item())
     assert lp.targets[:2].tolist() == [0, 1] and lp.weights[:2].tolist() == [1.0, 1.0]
+    # with ssl.lp_strong, the same targets and weights on the strong view
+    strong_lp = engine.build_method(SSLConfig(method="label_propagation", lp_knn=3, lp_strong=True),
+                                    Run(2, list(range(2, 12)), 12, torch.device("cpu"), labels))
+    strong_lp.start_epoch(model, lambda batch: batch.float(), images)
+    views.strong = staticmethod(lambda x: x.flip(0))
+    expected = torch.nn.functional.cross_entropy(model(x.flip(0)), lp.targets[index], reduction="none")
+    expected = (expected * lp.weights[index] * lp.class_weights[lp.targets[index]]).mean()
+    assert strong_lp.loss(model, x, views, model, index).item() == pytest.approx(expected.item())
+    assert lp.loss(model, x, views, model, index).item() != pytest.approx(expected.item())
 
 
 @pytest.mark.parametrize("method", ["label_propagation", "skip", "fixmatch"])

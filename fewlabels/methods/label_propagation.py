@@ -8,8 +8,9 @@ normalised D^-1/2 W D^-1/2), and the labeled images' classes diffuse over it: (I
 per class by conjugate gradient (Y: 1 / class size at each labeled image of the class). An unlabeled image's
 pseudo-label is its largest Z; its weight is 1 - entropy(Z row, L1-normalised) / log C, scaled so the most certain
 image weighs 1; each class weighs (images / classes) / images it labels, against class imbalance. An unlabeled
-batch then trains on the weak view with cross-entropy to those labels, times both weights. Only the labeled images'
-labels are used (Run.labels holds -1 at every unlabeled position).
+batch then trains on the weak view (with ssl.lp_strong, the strong one: the student must reach the labels through
+more noise than the teacher saw, as in Noisy Student) with cross-entropy to those labels, times both weights. Only
+the labeled images' labels are used (Run.labels holds -1 at every unlabeled position).
 
 Deviations: the graph is built exactly (a chunked matrix product, no faiss); the reference trains its second
 stage on mixed batches, here unlabeled batches stay pure and join the next labeled step like every method's.
@@ -50,7 +51,8 @@ class Method(base.Method):
 
     def loss(self, student, x, views, teacher, index):
         targets = self.targets[index]
-        ce = F.cross_entropy(student(views.weak(x)).float(), targets, reduction="none")
+        view = views.strong if self.ssl.lp_strong else views.weak
+        ce = F.cross_entropy(student(view(x)).float(), targets, reduction="none")
         return (ce * self.weights[index] * self.class_weights[targets]).mean()
 
 
