@@ -67,11 +67,11 @@ $(STAMP): pyproject.toml $(LOCK)
 # UV_FLAGS=--upgrade to move everything to the newest release).
 LOCK_WITH := uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 $(UV_FLAGS)
 lock: $(STAMP)
-	$(LOCK_WITH) --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' -o requirements.lock
-	$(LOCK_WITH) --python-platform aarch64-manylinux_2_28 --custom-compile-command 'make lock' -c requirements.lock \
-	  -o requirements-linux-aarch64.lock
+	$(LOCK_WITH) --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' -o $(LOCK_Linux-x86_64)
+	$(LOCK_WITH) --python-platform aarch64-manylinux_2_28 --custom-compile-command 'make lock' \
+	  -c $(LOCK_Linux-x86_64) -o $(LOCK_Linux-aarch64)
 	MACOSX_DEPLOYMENT_TARGET=14.0 $(LOCK_WITH) --python-platform aarch64-apple-darwin \
-	  --custom-compile-command 'make lock' -c requirements.lock -o requirements-macos-arm64.lock
+	  --custom-compile-command 'make lock' -c $(LOCK_Linux-x86_64) -o $(LOCK_Darwin-arm64)
 
 # Every file of each lock downloaded for its platform and checked against its sha256 (GBs; needs PyPI): what
 # `pip install --require-hashes` on that platform would fetch. --no-deps: pip evaluates dependency markers for
@@ -80,9 +80,9 @@ lock: $(STAMP)
 MANYLINUX = $(foreach v,$(shell seq 28 -1 17),--platform manylinux_2_$(v)_$(1)) --platform manylinux2014_$(1)
 lock-verify: $(STAMP)
 	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
-	for lock in "requirements.lock $(call MANYLINUX,x86_64)" \
-	            "requirements-linux-aarch64.lock $(call MANYLINUX,aarch64)" \
-	            "requirements-macos-arm64.lock --platform macosx_14_0_arm64"; do \
+	for lock in "$(LOCK_Linux-x86_64) $(call MANYLINUX,x86_64)" \
+	            "$(LOCK_Linux-aarch64) $(call MANYLINUX,aarch64)" \
+	            "$(LOCK_Darwin-arm64) --platform macosx_14_0_arm64"; do \
 	  set -- $$lock; echo "$$1: $$(grep -c '^[a-z0-9].*==' $$1) packages"; file=$$1; shift; \
 	  $(BIN)/pip download -q --no-deps --python-version 3.11 --implementation cp --only-binary :all: \
 	    --no-binary antlr4-python3-runtime --require-hashes -r $$file -d $$dir/$$file "$$@" 2>&1 \

@@ -108,9 +108,9 @@ def merge(kept: list[dict], new: list[dict]) -> list[dict]:
         row = dict(row, labeled_frac=float(row["labeled_frac"]), seed=int(row["seed"]),
                    test_acc=float(row["test_acc"]), train_seconds=float(row["train_seconds"]),
                    protocol=row.get("protocol") or "v1")
-        old = rows.get(run_key(row))
-        if old is None or _as_text(old, "rev") != _as_text(row, "rev"):
-            rows[run_key(row)] = row
+        key = run_key(row)
+        if key not in rows or _as_text(rows[key], "rev") != _as_text(row, "rev"):
+            rows[key] = row
     return [rows[k] for k in sorted(rows, key=lambda k: (k[5], k[1], k[2], k[0], k[3], k[4]))]
 
 

@@ -25,8 +25,8 @@ DOCKERIGNORE = REPO / ".dockerignore"
 HADOLINT_CONFIG = REPO / ".hadolint.yaml"
 SMOKE = REPO / "docker" / "smoke.sh"
 STANDIN_BASE = REPO / "docker" / "standin-base.sh"
-LOCK = REPO / "requirements.lock"
 LOCKS = ["requirements.lock", "requirements-linux-aarch64.lock", "requirements-macos-arm64.lock"]  # make lock's
+LOCK = REPO / LOCKS[0]
 
 
 def pyproject_pins() -> dict[str, str]:
