@@ -228,6 +228,7 @@ def tables() -> dict[str, str]:
         "label_curve_per_pass": method_grid(per_pass, seconds=True),
         "pareto": pareto.markdown(points),
         "pareto_multipliers": pareto_multipliers(points),
+        "pareto_answer": pareto.answer(points),
         "selection": selection(json_lines(RESULTS / "selection.jsonl")),
         "skip_tuning": skip_tuning(json_lines(RESULTS / "skip_tuning.jsonl")),
     }

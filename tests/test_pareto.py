@@ -122,3 +122,17 @@ def test_the_plot_has_a_panel_per_fraction_with_budgets_and_a_line_per_method():
     assert [ax.get_title() for ax in fig.axes] == ["labeled_frac 0.01", "labeled_frac 0.05"]
     assert len(fig.axes[0].get_lines()) >= 2 and fig.axes[0].get_xscale() == "log"
     assert pareto.markdown(points).splitlines()[2] == "| 0.01 | skip | 3 | 1.0 | 0.8000 ± 0.0000 (3) |"
+
+
+def test_the_answer_compares_the_best_method_with_tuned_skip_within_the_minutes_and_says_if_the_target_is_met():
+    points = [point("skip", 0.01, 4, 0.80, 60), point("skip", 0.01, 8, 0.82, 120),
+              point("label_propagation", 0.01, 3, 0.86, 180), point("fixmatch", 0.01, 2, 0.84, 120),
+              point("fixmatch", 0.01, 4, 0.99, pareto.MAX_MINUTES * 60 + 1),  # over the budget: left out
+              point("skip", 0.05, 4, 0.90, 60), point("fixmatch", 0.05, 2, 0.89, 120), point("skip", 0.1, 8, 0.9, 60)]
+    lines = pareto.answer(points).splitlines()[2:]
+    target_01, margin_01 = pareto.TARGETS[0.01]
+    assert lines[0] == ("| 0.01 | 0.8200 (8 epochs, 2.0 min) | label_propagation 0.8600 (3 epochs, 3.0 min) | +4.0 | "
+                        f"≥ {target_01:.3f} and ≥ +{margin_01:.1f} | {'yes' if 0.86 >= target_01 else '**no**'} |")
+    assert lines[1].startswith("| 0.05 | 0.9000 (4 epochs, 1.0 min) | fixmatch 0.8900 (2 epochs, 2.0 min) | -1.0 |")
+    assert lines[1].endswith("| **no** |")
+    assert lines[2].endswith("| not measured |")  # 10%: skip only
