@@ -100,7 +100,7 @@ def point(method, frac, epochs, acc, seconds=120.0):
             "test_acc": acc, "std": 0.0, "n": 3}
 
 
-def test_multipliers_compare_the_method_with_skip_at_their_middle_budgets():
+def test_multipliers_compare_the_method_with_skip_at_their_second_budgets():
     mid_skip, mid_fm = pareto.BUDGETS["skip"][1], pareto.BUDGETS["fixmatch"][1]
     points = [point("skip", 0.01, mid_skip, 0.80), point("skip", 0.04, mid_skip, 0.90),
               point("skip", 0.01, pareto.BUDGETS["skip"][0], 0.95),  # another budget: not on the curve
