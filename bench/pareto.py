@@ -45,6 +45,7 @@ BUDGETS = {"skip": (4, 8, 16), "fixmatch": (1, 2, 4), "label_propagation": (2, 3
 # one unlabeled batch a labeled one, the embedding of each image averaged with its mirror image's (Iscen et al.)
 METHOD_SETTINGS = {"skip": (), "fixmatch": ("ssl.warmup_epochs=0",),
                    "label_propagation": ("ssl.unlabeled_ratio=1", "ssl.lp_mirror=true")}
+METHODS = tuple(m for m in BUDGETS if m != "skip")  # the semi-supervised methods the grid compares with skip
 MULTIPLIER_FRACS = (0.02, 0.1, 0.2)  # skip also runs these, at its second budget: the curve the multiplier reads
 FIELDS = ["labeled_frac", "method", "recipe", "epochs", "train_seconds", "test_acc", "std", "n"]
 # The answer's targets (issue 29): per labeled_frac, the best method's test accuracy and its margin over tuned
@@ -219,9 +220,8 @@ def plot(points: list[dict], model: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fracs", type=float, nargs="+", default=sorted(TARGETS))
-    parser.add_argument("--methods", nargs="+", default=["fixmatch", "label_propagation"],
-                        choices=sorted(set(BUDGETS) - {"skip"}), help="methods to queue beside skip (the outputs "
-                        "hold every method already run)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="methods to queue beside skip (the outputs hold every method already run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", default="bn_cnn", help="the one model each run trains")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (on a CPU each uses every core)")
@@ -241,9 +241,7 @@ def main() -> None:
         label_curve.start_and_wait(args.jobs)
 
     rows = [r for r in label_curve.collect(args.model, args.out) if r["model"] == args.model]
-    # every method the grid knows, not only those queued now: a partial grid redraws the whole answer
-    methods = [m for m in METHOD_SETTINGS if m != "skip"]
-    points = grid_points(rows, methods, tuned)
+    points = grid_points(rows, METHODS, tuned)  # every method, not only those queued now: the whole answer
     with atomic_path(args.out / "pareto.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
@@ -251,7 +249,7 @@ def main() -> None:
     with atomic_path(args.out / "pareto.png") as tmp:
         plot(points, args.model).savefig(tmp, format="png", dpi=100)
     print(markdown(points))
-    for method in methods:
+    for method in METHODS:
         print("\n".join(multipliers(points, method)))
     print(answer(points))
 
