@@ -22,6 +22,7 @@ import torch
 
 from bench.common import REPO
 from fewlabels import prepared
+from fewlabels.data import UNLABELED, fit_inputs
 from fewlabels.datasets import DATASETS
 from fewlabels.inference import Normalize, predict_trained
 from fewlabels.methods.label_propagation import embed, propagate
@@ -38,19 +39,20 @@ def load(path: str, rev: str):
 
 
 def probe(rev: str, model_name: str, d: dict) -> list[dict]:
-    train, labeled, valid = (load(f"data/{p}.npy", rev) for p in ("split/train", "index/labeled", "index/valid"))
+    train, valid, labeled, unlabeled = (load(f"data/{p}.npy", rev) for p in
+                                        ("split/train", "index/valid", "index/labeled", "index/unlabeled"))
+    inputs = fit_inputs(d["x_train"], d["y_train"], train, valid, labeled, unlabeled)  # as the train stage has them
+    test = torch.from_numpy(d["x_test"])
+    images = torch.cat([inputs.train_images, inputs.valid_images, test])
+    truth = np.concatenate([d["y_train"][train], inputs.valid_labels.numpy(), d["y_test"]])
+    # the graph's labels: the run's labeled training images only; validation and test images are unlabeled nodes
+    labels = torch.cat([inputs.train_labels, torch.full((len(valid) + len(test),), UNLABELED)])
+    parts = {"unlabeled": inputs.unlabeled, "valid": len(train) + np.arange(len(valid)),
+             "test": len(train) + len(valid) + np.arange(len(test))}
     record = load(f"models/{model_name}.pt", rev)
-    images = torch.from_numpy(np.concatenate([d["x_train"][train], d["x_train"][valid], d["x_test"]]))
-    truth = np.concatenate([d["y_train"][train], d["y_train"][valid], d["y_test"]])
-    unlabeled = np.ones(len(train), bool)
-    unlabeled[np.searchsorted(train, labeled)] = False
-    parts = {"unlabeled": np.flatnonzero(unlabeled), "valid": len(train) + np.arange(len(valid)),
-             "test": len(train) + len(valid) + np.arange(len(d["y_test"]))}
     model = build_model(model_name, *d["x_train"].shape[1:3], len(d["classes"]))
     own = predict_trained(model, record, images, torch.device("cpu"), amp=False).argmax(1).numpy()
     features = embed(model, Normalize(record["mean"], record["std"]), images, mirror=True)
-    labels = torch.full((len(images),), -1, dtype=torch.int64)
-    labels[np.searchsorted(train, labeled)] = torch.from_numpy(d["y_train"][labeled]).long()
 
     def accuracy(pred):
         return {part: round(float(np.mean(pred[i] == truth[i])), 4) for part, i in parts.items()}
