@@ -130,14 +130,24 @@ def summarize(rows: list[dict]) -> list[dict]:
             for (method, how, proto, frac), accs in sorted(cells.items())]
 
 
+def row(cells: list) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def table(head: list[str], rows: list[list]) -> str:
+    """A markdown table: the head, its rule, the rows."""
+    return "\n".join([row(head), row(["---"] * len(head)), *map(row, rows)]) + "\n"
+
+
 def markdown_table(summary: list[dict]) -> str:
-    """labeled_frac rows x variant (method and recipe) columns of 'mean ± std (n)'."""
+    """Variant (method and recipe) rows x labeled_frac columns of 'mean ± std (n)': the variants outnumber the
+    fractions, and a row reads as one recipe's curve."""
     methods = sorted({variant(s) for s in summary})
     fracs = sorted({s["labeled_frac"] for s in summary})
     cell = {(variant(s), s["labeled_frac"]): f"{s['mean']:.4f} ± {s['std']:.4f} ({s['n']})" for s in summary}
-    lines = ["| labeled_frac | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
-    lines += [f"| {f} | " + " | ".join(cell.get((m, f), "") for m in methods) + " |" for f in fracs]
-    return "\n".join(lines) + "\n"
+    return table(["ssl.method (recipe)", *(f"labeled_frac {f}" for f in fracs)],
+                 [[m, *(cell.get((m, f), "") for f in fracs)] for m in methods])
 
 
 def plot_curve(summary: list[dict], model: str, title: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import pareto, report
 from bench.common import REPO, RESULTS
 from bench.step_cost import PEAK_DTYPES, TEACHER, TEACHER_BATCH, VARIANTS
-from bench.curve import markdown_table, merge, summarize
+from bench.curve import markdown_table, merge, summarize, table
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
 MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
@@ -23,14 +23,6 @@ MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DO
 # and, under protocol v2, max(1, round(labeled_frac × 600)) validation labels (valid_index); v1 kept all 6,000.
 CLASSES, PER_CLASS, VALID_PER_CLASS = 10, 5_400, 600
 TARGET_FRAC, TARGET = 0.1, 0.915  # issue 6's test accuracy at 10% labels: cells that reach it are bold
-
-
-def row(cells: list) -> str:
-    return "| " + " | ".join(map(str, cells)) + " |"
-
-
-def table(head: list[str], rows: list[list]) -> str:
-    return "\n".join([row(head), row(["---"] * len(head)), *map(row, rows)]) + "\n"
 
 
 def labels(frac: float, protocol: str = "v1") -> str:
