@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from bench import label_curve  # noqa: E402
-from bench.curve import merge, plt, recipe, run_key  # noqa: E402  (matplotlib, headless)
+from bench.curve import merge, plt, recipe, run_key, table  # noqa: E402  (matplotlib, headless)
 from fewlabels.atomic import atomic_path  # noqa: E402
 from fewlabels.params import Params, override  # noqa: E402
 
@@ -157,12 +157,10 @@ def grid_points(rows: list[dict], methods, tuned: dict[float, tuple[str, ...]]) 
 
 def markdown(points: list[dict]) -> str:
     """labeled_frac, method (recipe), epochs, training minutes, test accuracy mean ± std (n): one row a point."""
-    lines = ["| labeled_frac | ssl.method (recipe) | epochs | train min | test acc, mean ± std (seeds) |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {p['labeled_frac']} | {p['method']}" + (f" ({p['recipe']})" if p["recipe"] else "") +
-              f" | {p['epochs']} | {p['train_seconds'] / 60:.1f} | {p['test_acc']:.4f} ± {p['std']:.4f} ({p['n']}) |"
-              for p in points]
-    return "\n".join(lines) + "\n"
+    return table(["labeled_frac", "ssl.method (recipe)", "epochs", "train min", "test acc, mean ± std (seeds)"],
+                 [[p["labeled_frac"], p["method"] + (f" ({p['recipe']})" if p["recipe"] else ""), p["epochs"],
+                   f"{p['train_seconds'] / 60:.1f}", f"{p['test_acc']:.4f} ± {p['std']:.4f} ({p['n']})"]
+                  for p in points])
 
 
 def answer(points: list[dict]) -> str:
@@ -171,22 +169,21 @@ def answer(points: list[dict]) -> str:
     def cell(p):
         return f"{p['test_acc']:.4f} ({p['epochs']} epochs, {p['train_seconds'] / 60:.1f} min)"
 
-    lines = ["| labeled_frac | tuned skip | best method | margin, points | target | met |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for frac, (target, margin) in TARGETS.items():
         within = [p for p in points if p["labeled_frac"] == frac and p["train_seconds"] <= MAX_MINUTES * 60]
         skip = max((p for p in within if p["method"] == "skip"), key=lambda p: p["test_acc"], default=None)
         best = max((p for p in within if p["method"] != "skip"), key=lambda p: p["test_acc"], default=None)
         goal = f"≥ {target:.3f} and ≥ +{margin:.1f}"
         if skip is None or best is None:
-            lines.append(f"| {frac} | {cell(skip) if skip else 'not run'} | {best['method'] if best else 'not run'}"
-                         f" | | {goal} | not measured |")
+            rows.append([frac, cell(skip) if skip else "not run", best["method"] if best else "not run", "", goal,
+                         "not measured"])
             continue
         gain = (best["test_acc"] - skip["test_acc"]) * 100
         met = best["test_acc"] >= target and gain >= margin
-        lines.append(f"| {frac} | {cell(skip)} | {best['method']} {cell(best)} | {gain:+.1f} | {goal} | "
-                     f"{'yes' if met else '**no**'} |")
-    return "\n".join(lines) + "\n"
+        rows.append([frac, cell(skip), f"{best['method']} {cell(best)}", f"{gain:+.1f}", goal,
+                     "yes" if met else "**no**"])
+    return table(["labeled_frac", "tuned skip", "best method", "margin, points", "target", "met"], rows)
 
 
 def plot(points: list[dict], model: str):
