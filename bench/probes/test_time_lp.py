@@ -38,19 +38,28 @@ def load(path: str, rev: str):
     return np.load(data) if path.endswith(".npy") else torch.load(data, weights_only=True)
 
 
-def probe(rev: str, model_name: str, d: dict) -> list[dict]:
+def trained_run(rev: str, model_name: str, d: dict):
+    """(FitInputs, truth, model, record) of experiment `rev`: its data as the train stage had it (from its split and
+    index files), every train-split image's true label (the hidden ones too: for scoring only) and its trained
+    `model_name` (the model holding the record's weights)."""
     train, valid, labeled, unlabeled = (load(f"data/{p}.npy", rev) for p in
                                         ("split/train", "index/valid", "index/labeled", "index/unlabeled"))
-    inputs = fit_inputs(d["x_train"], d["y_train"], train, valid, labeled, unlabeled)  # as the train stage has them
-    test = torch.from_numpy(d["x_test"])
-    images = torch.cat([inputs.train_images, inputs.valid_images, test])
-    truth = np.concatenate([d["y_train"][train], inputs.valid_labels.numpy(), d["y_test"]])
-    # the graph's labels: the run's labeled training images only; validation and test images are unlabeled nodes
-    labels = torch.cat([inputs.train_labels, torch.full((len(valid) + len(test),), UNLABELED)])
-    parts = {"unlabeled": inputs.unlabeled, "valid": len(train) + np.arange(len(valid)),
-             "test": len(train) + len(valid) + np.arange(len(test))}
+    inputs = fit_inputs(d["x_train"], d["y_train"], train, valid, labeled, unlabeled)
     record = load(f"models/{model_name}.pt", rev)
     model = build_model(model_name, *d["x_train"].shape[1:3], len(d["classes"]))
+    model.load_state_dict(record["state_dict"])
+    return inputs, d["y_train"][train], model, record
+
+
+def probe(rev: str, model_name: str, d: dict) -> list[dict]:
+    inputs, train_truth, model, record = trained_run(rev, model_name, d)
+    train, valid, test = len(inputs.train_images), len(inputs.valid_images), torch.from_numpy(d["x_test"])
+    images = torch.cat([inputs.train_images, inputs.valid_images, test])
+    truth = np.concatenate([train_truth, inputs.valid_labels.numpy(), d["y_test"]])
+    # the graph's labels: the run's labeled training images only; validation and test images are unlabeled nodes
+    labels = torch.cat([inputs.train_labels, torch.full((valid + len(test),), UNLABELED)])
+    parts = {"unlabeled": inputs.unlabeled, "valid": train + np.arange(valid),
+             "test": train + valid + np.arange(len(test))}
     own = predict_trained(model, record, images, torch.device("cpu"), amp=False).argmax(1).numpy()
     features = embed(model, Normalize(record["mean"], record["std"]), images, mirror=True)
 
