@@ -67,6 +67,12 @@ def tuned_recipes(runs: list[dict]) -> dict[float, tuple[str, ...]]:
     return {frac: tuple(r["overrides"]) for frac, r in best.items()}
 
 
+def read_tuned() -> dict[float, tuple[str, ...]]:
+    """tuned_recipes of bench/results/skip_tuning.jsonl (TUNING): what every grid run and probe trains with."""
+    with open(TUNING) as f:
+        return tuned_recipes([json.loads(line) for line in f if line.strip()])
+
+
 def recipe_for(frac: float, tuned: dict[float, tuple[str, ...]]) -> tuple[str, ...]:
     """The recipe tuned at `frac`, or at the tuned fraction nearest it on a log scale."""
     return tuned[min(tuned, key=lambda f: abs(math.log(f / frac)))]
@@ -228,8 +234,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args()
 
-    with open(TUNING) as f:
-        tuned = tuned_recipes([json.loads(line) for line in f if line.strip()])
+    tuned = read_tuned()
     if not args.plot_only:
         label_curve.refuse_uncommitted_settings()
         done = {run_key(r) for r in merge(label_curve.read_rows(args.out), [])}  # merge: an old row is v1

@@ -222,7 +222,7 @@ def tables() -> dict[str, str]:
         "pareto_multipliers": pareto_multipliers(points),
         "pareto_answer": pareto.answer(points),
         "selection": selection(json_lines(RESULTS / "selection.jsonl")),
-        "skip_tuning": skip_tuning(json_lines(RESULTS / "skip_tuning.jsonl")),
+        "skip_tuning": skip_tuning(json_lines(pareto.TUNING)),
     }
 
 

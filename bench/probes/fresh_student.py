@@ -39,9 +39,7 @@ def probe(rev: str, model_name: str, epochs: int, d: dict) -> dict:
     graph = propagate(features, inputs.train_labels, len(d["classes"]), run.ssl.lp_knn, run.ssl.lp_alpha).argmax(1)
     graph[inputs.labeled] = inputs.train_labels[inputs.labeled]  # the run's own labels where it has them
     hidden = torch.from_numpy(truth[inputs.unlabeled])
-    with open(pareto.TUNING) as f:
-        tuned = pareto.tuned_recipes([json.loads(line) for line in f if line.strip()])
-    recipe = [*pareto.recipe_for(run.labeled_frac, tuned), f"train.epochs={epochs}", "ssl.method=skip"]
+    recipe = [*pareto.recipe_for(run.labeled_frac, pareto.read_tuned()), f"train.epochs={epochs}", "ssl.method=skip"]
     p = schema.validate(schema.override(raw, recipe))
     everything = FitInputs(inputs.train_images, graph, np.arange(len(truth)), np.array([], dtype=np.int64),
                            inputs.valid_images, inputs.valid_labels)  # every image labeled: the graph's labels

@@ -53,13 +53,13 @@ def trained_run(rev: str, model_name: str, d: dict):
 
 def probe(rev: str, model_name: str, d: dict) -> list[dict]:
     inputs, train_truth, model, record = trained_run(rev, model_name, d)
-    train, valid, test = len(inputs.train_images), len(inputs.valid_images), torch.from_numpy(d["x_test"])
+    n_train, n_valid, test = len(inputs.train_images), len(inputs.valid_images), torch.from_numpy(d["x_test"])
     images = torch.cat([inputs.train_images, inputs.valid_images, test])
     truth = np.concatenate([train_truth, inputs.valid_labels.numpy(), d["y_test"]])
     # the graph's labels: the run's labeled training images only; validation and test images are unlabeled nodes
-    labels = torch.cat([inputs.train_labels, torch.full((valid + len(test),), UNLABELED)])
-    parts = {"unlabeled": inputs.unlabeled, "valid": train + np.arange(valid),
-             "test": train + valid + np.arange(len(test))}
+    labels = torch.cat([inputs.train_labels, torch.full((n_valid + len(test),), UNLABELED)])
+    parts = {"unlabeled": inputs.unlabeled, "valid": n_train + np.arange(n_valid),
+             "test": n_train + n_valid + np.arange(len(test))}
     own = predict_trained(model, record, images, torch.device("cpu"), amp=False).argmax(1).numpy()
     features = embed(model, Normalize(record["mean"], record["std"]), images, mirror=True)
 
