@@ -2,16 +2,15 @@
 with a fresh (or re-initialised) student")?
 
 For each given `dvc exp run` of label_propagation (an experiment name or rev; its params, model and index files
-from the DVC cache, through dvc.api): the trained model embeds the train split (mirror-averaged, as ssl.lp_mirror),
-the run's labeled images' classes diffuse over the kNN graph (the pipeline's k and alpha), and every unlabeled
-image takes its largest score. A new model of the same kind, freshly initialised, then trains with skip's recipe
+from the DVC cache, through dvc.api): the trained model embeds the train split (mirror-averaged if the run was),
+the run's labeled images' classes diffuse over the kNN graph (the run's k and alpha), and every unlabeled image
+takes its pseudo-label as the run's training did (label_propagation.pseudo_labels: its largest score). A new model of the same kind, freshly initialised, then trains with skip's recipe
 tuned at the run's fraction (bench.pareto) on all train-split images: the run's labels where it has them, the
 graph's elsewhere. Prints a JSON line per run: the graph labels' accuracy against the hidden labels, and the run's
 and the student's accuracy on the run's validation labels (what may decide) and on the test set (recorded only).
 
     python -m bench.probes.fresh_student crisp-jiao aglow-farl chirk-bind --epochs 4   # the 1% runs at 7 epochs
 """
-import argparse
 import json
 
 import dvc.api
@@ -20,14 +19,12 @@ import torch
 
 from bench import pareto
 from bench.common import REPO
-from bench.probes.test_time_lp import trained_run
+from bench.probes.test_time_lp import runs_parser, start, trained_run
 from fewlabels import params as schema
-from fewlabels import prepared
 from fewlabels.data import FitInputs
-from fewlabels.datasets import DATASETS
 from fewlabels.engine import fit
 from fewlabels.inference import Normalize, bf16, loss_and_accuracy, predict_trained, resolve_device
-from fewlabels.methods.label_propagation import embed, propagate
+from fewlabels.methods.label_propagation import embed, propagate, pseudo_labels
 from fewlabels.models import build_model
 
 
@@ -35,9 +32,9 @@ def probe(rev: str, model_name: str, epochs: int, d: dict) -> dict:
     raw = dvc.api.params_show(repo=str(REPO), rev=rev)
     run = schema.validate(raw)
     inputs, truth, teacher, record = trained_run(rev, model_name, d)
-    features = embed(teacher, Normalize(record["mean"], record["std"]), inputs.train_images, mirror=True)
-    graph = propagate(features, inputs.train_labels, len(d["classes"]), run.ssl.lp_knn, run.ssl.lp_alpha).argmax(1)
-    graph[inputs.labeled] = inputs.train_labels[inputs.labeled]  # the run's own labels where it has them
+    features = embed(teacher, Normalize(record["mean"], record["std"]), inputs.train_images, run.ssl.lp_mirror)
+    scores = propagate(features, inputs.train_labels, len(d["classes"]), run.ssl.lp_knn, run.ssl.lp_alpha)
+    graph, _, _ = pseudo_labels(scores, inputs.train_labels)  # the run's own labels where it has them
     hidden = torch.from_numpy(truth[inputs.unlabeled])
     recipe = [*pareto.recipe_for(run.labeled_frac, pareto.read_tuned()), f"train.epochs={epochs}", "ssl.method=skip"]
     p = schema.validate(schema.override(raw, recipe))
@@ -62,14 +59,9 @@ def probe(rev: str, model_name: str, epochs: int, d: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("revs", nargs="+", help="experiment names or revs of label_propagation runs")
+    parser = runs_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=4, help="the student's epochs (train.epochs)")
-    parser.add_argument("--model", default="bn_cnn")
-    parser.add_argument("--dataset", default="fashion_mnist")
-    args = parser.parse_args()
-    torch.set_num_threads(2)  # this project's CPUs
-    d = prepared.load(REPO / "data" / "prepared" / args.dataset, DATASETS[args.dataset], *prepared.ARRAYS, "classes")
+    args, d = start(parser)
     for rev in args.revs:
         print(json.dumps(probe(rev, args.model, args.epochs, d)), flush=True)
 

@@ -75,14 +75,25 @@ def probe(rev: str, model_name: str, d: dict) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def runs_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a probe of finished label_propagation runs: their revs, the model, the dataset."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("revs", nargs="+", help="experiment names or revs of label_propagation runs")
     parser.add_argument("--model", default="bn_cnn")
     parser.add_argument("--dataset", default="fashion_mnist")
+    return parser
+
+
+def start(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
+    """The parsed arguments and the dataset's prepared arrays, on this project's 2 CPU threads."""
     args = parser.parse_args()
     torch.set_num_threads(2)  # this project's CPUs
-    d = prepared.load(REPO / "data" / "prepared" / args.dataset, DATASETS[args.dataset], *prepared.ARRAYS, "classes")
+    return args, prepared.load(REPO / "data" / "prepared" / args.dataset, DATASETS[args.dataset], *prepared.ARRAYS,
+                               "classes")
+
+
+def main() -> None:
+    args, d = start(runs_parser(__doc__))
     for rev in args.revs:
         for row in probe(rev, args.model, d):
             print(json.dumps(row), flush=True)
