@@ -114,6 +114,11 @@ def with_run_records(rows: list[dict]) -> list[dict]:
     return kept
 
 
+def json_lines(path: Path) -> list[dict]:
+    """A results file of JSON lines, one run each (bench/results/*.jsonl)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def read_rows(out: Path) -> list[dict]:
     """The rows of out/label_curve.csv (as text), none when it does not exist yet."""
     if not (out / "label_curve.csv").exists():

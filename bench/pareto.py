@@ -17,7 +17,6 @@ far, whichever --methods this call queues.
 """
 import argparse
 import csv
-import json
 import math
 import statistics
 import sys
@@ -69,8 +68,7 @@ def tuned_recipes(runs: list[dict]) -> dict[float, tuple[str, ...]]:
 
 def read_tuned() -> dict[float, tuple[str, ...]]:
     """tuned_recipes of bench/results/skip_tuning.jsonl (TUNING): what every grid run and probe trains with."""
-    with open(TUNING) as f:
-        return tuned_recipes([json.loads(line) for line in f if line.strip()])
+    return tuned_recipes(label_curve.json_lines(TUNING))
 
 
 def recipe_for(frac: float, tuned: dict[float, tuple[str, ...]]) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bench import pareto, report
+from bench.label_curve import json_lines
 from bench.common import REPO, RESULTS
 from bench.step_cost import PEAK_DTYPES, TEACHER, TEACHER_BATCH, VARIANTS
 from bench.curve import markdown_table, merge, summarize, table
@@ -43,11 +44,6 @@ def recipe_runs(path: Path) -> list[dict]:
     """bench/recipe.py's JSON lines, each with its ssl.method (skip, params.yaml's, unless overridden)."""
     runs = json_lines(path)
     return [dict(r, method=dict(o.split("=", 1) for o in r["overrides"]).get("ssl.method", "skip")) for r in runs]
-
-
-def json_lines(path: Path) -> list[dict]:
-    """A results file of JSON lines, one run each."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def curve_runs(path: Path) -> list[dict]:
