@@ -123,7 +123,7 @@ def setup(model, data: FitInputs, cfg: TrainConfig, seed: int, ssl: SSLConfig, d
                 mean=mean, std=std, bf16=bf16(device, cfg))
     classes = predict(model, prep, data.train_images[:1], device, amp=False).shape[1]  # eval mode: changes nothing
     # in a distributed run every rank updates the method's statistics with the whole global batch: they stay equal
-    run = Run(classes, data.unlabeled, len(data.train_images), device, data.train_labels)
+    run = Run(classes, data.unlabeled, len(data.train_images), device, data.train_labels, bf16=loop.bf16)
     if dist.world_size > 1:
         run = run._replace(gather=functools.partial(distributed.all_gather_rows, dist))
     method = build_method(ssl, run)

@@ -335,6 +335,41 @@ def test_mirrored_embedding_is_the_mean_of_each_image_and_its_mirror_image_norma
     assert not torch.allclose(plain, expected, atol=1e-3)  # the mirror image tells the embedding something
 
 
+def test_embedding_in_passes_of_embed_batch_keeps_every_image_in_order():
+    """More images than one pass holds: the features are one forward over all of them, row for row."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    images = (torch.rand(2 * label_propagation.EMBED_BATCH + 7, 1, 2, 3) * 255).to(torch.uint8)
+    prep = lambda batch: batch.float() / 255  # noqa: E731
+    expected = torch.nn.functional.normalize(model[:3](prep(images)), dim=1)
+    assert torch.allclose(label_propagation.embed(model, prep, images), expected, atol=1e-6)
+
+
+class AutocastSpy(torch.nn.Module):
+    """A model that notes, at each forward, whether bf16 autocast is on for the CPU."""
+    def __init__(self):
+        super().__init__()
+        self.body, self.head, self.autocast = torch.nn.Linear(4, 3), torch.nn.Linear(3, 2), []
+
+    def forward(self, x):
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        return self.head(torch.relu(self.body(x.flatten(1))))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_label_propagation_embeds_under_the_runs_autocast(bf16):
+    """The embedding's passes run in bf16 exactly when the run's other passes do (Run.bf16), and the features
+    the graph is built on stay float32."""
+    torch.manual_seed(0)
+    model, images = AutocastSpy(), (torch.rand(12, 1, 2, 2) * 255).to(torch.uint8)
+    lp = engine.build_method(SSLConfig(method="label_propagation", lp_knn=3),
+                             Run(2, list(range(2, 12)), 12, torch.device("cpu"), torch.tensor([0, 1] + [-1] * 10),
+                                 bf16=bf16))
+    lp.start_epoch(model, lambda batch: batch.float(), images)
+    assert model.autocast and set(model.autocast) == {bf16}
+    assert label_propagation.embed(model, lambda batch: batch.float(), images, amp=bf16).dtype == torch.float32
+
+
 def test_label_propagation_trains_towards_the_propagated_labels():
     """Before the first propagation an unlabeled batch teaches nothing; after it, its loss is the weighted
     cross-entropy to the propagated classes."""

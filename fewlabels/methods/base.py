@@ -19,6 +19,7 @@ class Run(NamedTuple):
     # (probs, index) of this process's share -> (probs, index) of the whole global batch: the identity in one
     # process, every rank's share gathered in a distributed run (so running statistics stay equal on all ranks)
     gather: Callable = lambda probs, index: (probs, index)
+    bf16: bool = False        # the run's forward passes autocast to bf16 (inference.bf16), a method's own ones too
 
 
 class Method:
