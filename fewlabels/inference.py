@@ -87,12 +87,12 @@ def autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def predict(model, normalize, images: torch.Tensor, device, amp: bool) -> torch.Tensor:
-    """Float32 logits for uint8 images, in eval mode, EVAL_BATCH at a time; amp: under bf16 autocast (what
+def predict(model, normalize, images: torch.Tensor, device, amp: bool, batch: int = EVAL_BATCH) -> torch.Tensor:
+    """Float32 logits for uint8 images, in eval mode, `batch` at a time; amp: under bf16 autocast (what
     bf16() decides for the run)."""
     model.eval()
     out = []
-    for chunk in images.split(EVAL_BATCH):
+    for chunk in images.split(batch):
         with autocast(device, amp):
             out.append(model(normalize(chunk.to(device, non_blocking=True))).float())
     return torch.cat(out)

@@ -73,8 +73,7 @@ def embed(model, prep, images: torch.Tensor, mirror: bool = False, amp: bool = F
     hook = last_linear(model).register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu()))
     try:
         for view in [prep, lambda x: prep(x).flip(3)] if mirror else [prep]:
-            for batch in images.split(EMBED_BATCH):
-                predict(model, view, batch, images.device, amp)
+            predict(model, view, images, images.device, amp, batch=EMBED_BATCH)
     finally:
         hook.remove()
     features = torch.cat(features)
