@@ -38,8 +38,8 @@ TUNING = Path(__file__).resolve().parent / "results" / "skip_tuning.jsonl"
 # an epoch at 1% about 43 s); so all land near 2, 4 and 8 training minutes. The budgets nearest the targets' 10
 # minutes: label_propagation's 7 and 10 epochs (the method that gains at 1%), fixmatch's 6 and 8 (its curve still
 # climbed at 4; 65-75 s an epoch at 5% and 10%). skip's 40 epochs, label_propagation's 16 (at 1%: 25 s and,
-# before the faster embedding, 60 s an epoch) and fixmatch's 16 go past the targets, near 17-19 minutes: do more
-# minutes close the gap?
+# before the faster embedding, 60 s an epoch) and fixmatch's 16 (at 5%: 59 s an epoch) go past the targets, near
+# 16-18 minutes: do more minutes close the gap?
 # The second budgets (similar minutes) place the multiplier.
 BUDGETS = {"skip": (4, 8, 16, 40), "fixmatch": (1, 2, 4, 6, 8, 16), "label_propagation": (2, 3, 5, 7, 10, 16)}
 # A method's settings beyond skip's recipe. fixmatch: no warm-up, which counts whole epochs (its first epoch would
