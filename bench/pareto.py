@@ -32,15 +32,13 @@ from fewlabels.params import Params, override  # noqa: E402
 
 TUNING = Path(__file__).resolve().parent / "results" / "skip_tuning.jsonl"
 # Epochs per method: the budgets of the plot. On this project's 2-core CPUs (bn_cnn, bf16 + channels_last) an
-# epoch of 422 labeled batches takes skip 17-26 s, fixmatch (3 unlabeled batches a labeled one) 100-120 s and
-# label_propagation (one unlabeled batch a labeled one, after a supervised first epoch) about 115 s, of which the
-# propagation over 54,000 images took 30-60 s until its embedding ran in bf16 passes of 256 (about 16 s since:
-# an epoch at 1% about 43 s); so all land near 2, 4 and 8 training minutes. The budgets nearest the targets' 10
-# minutes: label_propagation's 7 and 10 epochs (the method that gains at 1%), fixmatch's 6 and 8 (its curve still
-# climbed at 4; 65-75 s an epoch at 5% and 10%). skip's 40 epochs, label_propagation's 16 (at 1%: 25 s and,
-# before the faster embedding, 60 s an epoch) and fixmatch's 16 (at 5%: 59 s an epoch) go past the targets, near
-# 16-18 minutes: do more minutes close the gap?
-# The second budgets (similar minutes) place the multiplier.
+# epoch of 422 labeled batches takes skip 12-26 s, fixmatch (3 unlabeled batches a labeled one) 60-120 s (the most
+# at 1%) and label_propagation at 1% (one unlabeled batch a labeled one after a supervised first epoch, and a
+# propagation over 54,000 images) about 40 s; so the budgets land between 1 and 10 training minutes. Nearest the
+# targets' 10: label_propagation's 10 epochs (the method that gains at 1%) and fixmatch's 8 (its curve still
+# climbed at 4 and 6). Past them, do more minutes close the gap? skip's 40 epochs (about 16 min at 1%), fixmatch's
+# 16 (about 16 min at 5%) and label_propagation's 16 (about 11 min at 1%, scaled from its 10 epochs' 6.6). The
+# second budgets (similar minutes) place the multiplier.
 BUDGETS = {"skip": (4, 8, 16, 40), "fixmatch": (1, 2, 4, 6, 8, 16), "label_propagation": (2, 3, 5, 7, 10, 16)}
 # A method's settings beyond skip's recipe. fixmatch: no warm-up, which counts whole epochs (its first epoch would
 # train on labels only, the whole of a 1-epoch budget); its confidence threshold guards its start instead.
